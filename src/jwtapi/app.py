@@ -1,0 +1,45 @@
+"""The application factory of the jwtapi service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from jwtapi.errors import register_json_errors
+from jwtapi.extension import JWTAuth, settings_from_config
+from jwtapi.passwords import Passwords
+from jwtapi.routes import Service, register_routes
+from jwtapi.settings import Settings
+from jwtapi.stores import open_user_store
+
+#: Request bodies jwtapi reads are tiny; anything larger is refused with 413.
+MAX_CONTENT_LENGTH = 64 * 1024
+
+
+def create_app(config: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
+    """Build the service: validate settings, parse keys, open the database, add routes.
+
+    ``config`` is put into ``app.config`` first; its ``JWTAPI_*`` keys win over the
+    environment and ``.env``. A ready :class:`Settings` skips that reading altogether.
+    Raises :class:`~jwtapi.exceptions.ConfigError` on a bad configuration.
+    """
+    app = Flask("jwtapi")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if config:
+        app.config.update(config)
+    settings = settings or settings_from_config(app.config)
+
+    auth = JWTAuth(settings=settings)
+    auth.init_app(app)
+    svc = Service(users=open_user_store(settings.database), passwords=Passwords())
+    register_routes(app, svc, can_issue=app.extensions["jwtapi"].tokens.can_issue)
+    register_json_errors(app)
+
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    return app

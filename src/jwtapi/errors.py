@@ -1,0 +1,116 @@
+"""Errors to HTTP responses, in one place.
+
+:class:`AuthHTTPException` carries an :class:`~jwtapi.exceptions.AuthError` as a Werkzeug
+``HTTPException``: its response is complete by itself (JSON body, ``WWW-Authenticate`` as
+RFC 6750 section 3 and RFC 7617 require, ``Cache-Control: no-store``), so it stays right
+even in an app whose own error handlers know nothing of jwtapi. :func:`register_json_errors`
+makes every other error of the service JSON too: 404, 405 (keeping ``Allow``), and an
+unexpected exception, which is logged server-side and answered with a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.sansio.response import Response as SansIOResponse
+
+from jwtapi.exceptions import AuthError, InsufficientScope, InvalidCredentials
+
+REALM = "jwtapi"
+log = logging.getLogger("jwtapi")
+
+
+def json_body(error: str, description: str) -> str:
+    """The JSON text of an error body: ``{"error": ..., "error_description": ...}``."""
+    return json.dumps({"error": error, "error_description": description})
+
+
+def challenge(error: AuthError) -> str | None:
+    """The ``WWW-Authenticate`` value for ``error``, or None when it takes none."""
+    if isinstance(error, InvalidCredentials):
+        return f'Basic realm="{REALM}", charset="UTF-8"'
+    if error.status == 401 and error.error == "missing_token":
+        # RFC 6750 section 3.1: no error code when the request had no authentication.
+        return f'Bearer realm="{REALM}"'
+    parts = [f'realm="{REALM}"', f'error="{error.error}"']
+    parts.append(f'error_description="{_quotable(error.description)}"')
+    if isinstance(error, InsufficientScope):
+        parts.append(f'scope="{_quotable(error.scope)}"')
+    return "Bearer " + ", ".join(parts)
+
+
+class AuthHTTPException(HTTPException):
+    """An :class:`AuthError` raised through Flask as a complete HTTP response."""
+
+    def __init__(self, error: AuthError) -> None:
+        super().__init__(description=error.description)
+        self.code = error.status
+        self.auth_error = error
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        """The JSON error body."""
+        return json_body(self.auth_error.error, self.auth_error.description)
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        """JSON content type, the challenge, and no caching of an authentication answer."""
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        value = challenge(self.auth_error)
+        if value:
+            headers.append(("WWW-Authenticate", value))
+        return headers
+
+
+def abort_auth(error: AuthError) -> AuthHTTPException:
+    """The exception to ``raise`` for ``error`` (``raise abort_auth(...)``)."""
+    return AuthHTTPException(error)
+
+
+def json_error_response(
+    status: int, error: str, description: str, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
+    """A JSON error response with extra ``headers``."""
+    response = Response(json_body(error, description), status, mimetype="application/json")
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def register_json_errors(app: Flask) -> None:
+    """Answer every HTTP error and unexpected exception of ``app`` as JSON."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response | HTTPException | SansIOResponse:
+        if isinstance(exc, AuthHTTPException):
+            return exc
+        if exc.response is not None:
+            return exc.response
+        code = exc.code or 500
+        # Keep the headers Werkzeug computed (Allow on 405, Retry-After on 429...).
+        kept = [
+            (name, value)
+            for name, value in exc.get_headers()
+            if name.lower() not in ("content-type", "content-length")
+        ]
+        return json_error_response(code, _code_name(exc), exc.description or "", kept)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error while handling a request")
+        return json_error_response(
+            500, "server_error", InternalServerError.description or "internal server error"
+        )
+
+
+def _code_name(exc: HTTPException) -> str:
+    """``MethodNotAllowed`` -> ``method_not_allowed``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def _quotable(text: str) -> str:
+    # RFC 6750 section 3: error_description and scope exclude '"' and '\'.
+    return "".join(c for c in text if c not in '"\\' and " " <= c <= "~")

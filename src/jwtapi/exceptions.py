@@ -1,0 +1,123 @@
+"""The one hierarchy of authentication errors, free of Flask.
+
+Token verification, credential parsing and the stores raise these; :mod:`jwtapi.errors`
+turns each into its HTTP response (RFC 6750 section 3 for bearer tokens) in one place.
+Every ``description`` is a fixed, client-safe sentence: it never contains a token, a
+password or any part of the input, and it uses only the characters RFC 6750 section 3
+allows in ``error_description`` (no ``"`` and no ``\\``).
+"""
+
+from __future__ import annotations
+
+
+class JWTAPIError(Exception):
+    """Base of every error jwtapi raises on purpose."""
+
+
+class ConfigError(JWTAPIError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+class AuthError(JWTAPIError):
+    """A request failed authentication or authorisation.
+
+    :attr:`status` is the HTTP status, :attr:`error` the RFC 6750 / RFC 6749 error code
+    and :attr:`description` the human-readable reason sent to the client.
+    """
+
+    status: int = 401
+    error: str = "invalid_token"
+    default_description: str = "invalid token"
+
+    def __init__(self, description: str | None = None) -> None:
+        self.description = description or self.default_description
+        super().__init__(self.description)
+
+
+class InvalidCredentials(AuthError):
+    """HTTP Basic credentials are missing, malformed or wrong (the same for all three)."""
+
+    error = "invalid_credentials"
+    default_description = "invalid username or password"
+
+
+class MissingToken(AuthError):
+    """No token was presented (RFC 6750 section 3.1: no error code in the challenge)."""
+
+    error = "missing_token"
+    default_description = "no access token in the request"
+
+
+class InvalidRequest(AuthError):
+    """The request is malformed, e.g. it carries more than one token (RFC 6750 3.1)."""
+
+    status = 400
+    error = "invalid_request"
+    default_description = "malformed request"
+
+
+class InsufficientScope(AuthError):
+    """A valid token lacks a scope the route needs (RFC 6750 section 3.1)."""
+
+    status = 403
+    error = "insufficient_scope"
+    default_description = "the token lacks a required scope"
+
+    def __init__(self, scope: str, description: str | None = None) -> None:
+        self.scope = scope
+        super().__init__(description or f"this resource needs the scope {scope}")
+
+
+class InvalidToken(AuthError):
+    """The token failed verification; subclasses name the reason."""
+
+    error = "invalid_token"
+    default_description = "invalid token"
+
+
+class MalformedToken(InvalidToken):
+    """Not a well-formed JWS compact token, or a required claim or header is wrong."""
+
+    default_description = "malformed token"
+
+
+class BadSignature(InvalidToken):
+    """The signature does not verify with any configured key and algorithm."""
+
+    default_description = "bad signature"
+
+
+class ExpiredToken(InvalidToken):
+    """``exp`` is in the past (beyond the leeway)."""
+
+    default_description = "token expired"
+
+
+class ImmatureToken(InvalidToken):
+    """``nbf`` or ``iat`` is in the future (beyond the leeway)."""
+
+    default_description = "token not yet valid"
+
+
+class WrongIssuer(InvalidToken):
+    """``iss`` is not the configured issuer."""
+
+    default_description = "wrong issuer"
+
+
+class WrongAudience(InvalidToken):
+    """``aud`` does not contain the configured audience, or is present when none is."""
+
+    default_description = "wrong audience"
+
+
+class WrongTokenType(InvalidToken):
+    """A refresh token where an access token belongs, or the other way round."""
+
+    default_description = "wrong token type"
+
+
+class RevokedToken(InvalidToken):
+    """The token, its family or its user's earlier tokens were revoked."""
+
+    default_description = "token revoked"

@@ -1,0 +1,164 @@
+"""The Flask glue: :class:`JWTAuth`, :func:`token_required` and :data:`current_token`.
+
+A request flows one way: :mod:`jwtapi.transport` takes the token off the request,
+:class:`~jwtapi.tokens.TokenService` verifies it with keys parsed at start-up, the scope is
+checked, and the verified :class:`~jwtapi.tokens.Token` is put on ``g`` for
+:data:`current_token`. A failure at any step is one :class:`~jwtapi.exceptions.AuthError`,
+raised as a Werkzeug ``HTTPException`` by :mod:`jwtapi.errors`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from flask import Flask, current_app, g, request
+from werkzeug.local import LocalProxy
+
+from jwtapi.errors import AuthHTTPException
+from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken
+from jwtapi.keys import KeySet, load_keys
+from jwtapi.settings import PREFIX, Settings, load_settings
+from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
+from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
+
+EXTENSION_KEY = "jwtapi"
+_G_TOKEN = "_jwtapi_token"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class AuthState:
+    """What one app's :class:`JWTAuth` built at start-up: settings, keys, token service."""
+
+    settings: Settings
+    keys: KeySet
+    tokens: TokenService
+
+
+class JWTAuth:
+    """The Flask extension: ``JWTAuth(app)`` or ``auth = JWTAuth(); auth.init_app(app)``.
+
+    Configuration comes from ``JWTAPI_*`` keys of ``app.config``, over the environment and
+    ``.env`` (see :mod:`jwtapi.settings`), unless a :class:`Settings` is given. Everything
+    is validated and every key parsed in :meth:`init_app`, once.
+    """
+
+    def __init__(self, app: Flask | None = None, *, settings: Settings | None = None) -> None:
+        self._settings = settings
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, *, settings: Settings | None = None) -> None:
+        """Validate the configuration, parse the keys and register on ``app``."""
+        settings = settings or self._settings or settings_from_config(app.config)
+        keys = load_keys(settings)
+        app.extensions[EXTENSION_KEY] = AuthState(settings, keys, TokenService(settings, keys))
+
+    @staticmethod
+    def issue_tokens(subject: str, scope: str = "") -> TokenPair:
+        """Issue an access and refresh token for ``subject`` in the current app."""
+        return auth_state().tokens.issue_pair(subject, scope)
+
+
+def auth_state(app: Flask | None = None) -> AuthState:
+    """The :class:`AuthState` of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    try:
+        state: AuthState = target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError("JWTAuth is not initialised on this app: call JWTAuth(app)") from None
+    return state
+
+
+def verify_request(scope: str | Sequence[str] | None = None, optional: bool = False) -> Token | None:
+    """Authenticate the current request and return its access token.
+
+    Raises an :class:`AuthHTTPException` on any failure. With ``optional`` a request
+    without any token gives None, while a bad token is still refused.
+    """
+    state = auth_state()
+    required = _scope_text(scope)
+    try:
+        header_token = bearer_from_header(request.headers.get("Authorization"))
+        query_tokens = [v for name in QUERY_PARAMETERS for v in request.args.getlist(name)]
+        try:
+            raw = select_token(header_token, query_tokens, state.settings.query_token)
+        except MissingToken:
+            if optional:
+                g.pop(_G_TOKEN, None)
+                return None
+            raise
+        token = state.tokens.verify(raw, ACCESS_TYPE)
+        if required and not token.has_scopes(required):
+            raise InsufficientScope(required)
+    except AuthError as error:
+        raise AuthHTTPException(error) from None
+    setattr(g, _G_TOKEN, token)
+    return token
+
+
+@overload
+def token_required(view: F, /) -> F: ...
+@overload
+def token_required(
+    view: None = None, /, *, scope: str | Sequence[str] | None = None, optional: bool = False
+) -> Callable[[F], F]: ...
+def token_required(
+    view: F | None = None,
+    /,
+    *,
+    scope: str | Sequence[str] | None = None,
+    optional: bool = False,
+) -> F | Callable[[F], F]:
+    """Guard a view with an access token: ``@token_required`` or ``@token_required(...)``.
+
+    :param scope: scope(s) the token must have (space-separated string or a sequence);
+        a valid token without them gets 403 ``insufficient_scope``.
+    :param optional: let requests without a token through with :data:`current_token`
+        empty; a token that is present must still be valid.
+
+    A CORS preflight (``OPTIONS``) always reaches the view without a token.
+    """
+    if view is not None and not callable(view):
+        raise TypeError("token_required takes its options as keywords: scope=..., optional=...")
+
+    required = _scope_text(scope)
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if request.method != "OPTIONS":
+                verify_request(required, optional)
+            return current_app.ensure_sync(fn)(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(view) if view is not None else decorate
+
+
+def get_current_token() -> Token | None:
+    """The verified access token of the current request, or None."""
+    token: Token | None = g.get(_G_TOKEN)
+    return token
+
+
+#: The verified access token of the current request (a proxy; empty, and falsy, when an
+#: ``optional`` route got no token). Use :func:`get_current_token` for a plain ``None``.
+current_token: Token = LocalProxy(get_current_token)  # type: ignore[assignment]
+
+
+def _scope_text(scope: str | Sequence[str] | None) -> str:
+    if scope is None:
+        return ""
+    if isinstance(scope, str):
+        return " ".join(scope.split())
+    return " ".join(s for item in scope for s in item.split())
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """:class:`Settings` from the ``JWTAPI_*`` keys of a Flask config over the environment."""
+    return load_settings({k: v for k, v in config.items() if k.startswith(PREFIX)})

@@ -1,0 +1,268 @@
+"""Signing and verification keys: loaded and checked once, at start-up.
+
+Private keys are read as PEM (PKCS#1, PKCS#8, SEC1) or in the OpenSSH format that plain
+``ssh-keygen`` writes; public keys as PEM or as an OpenSSH ``.pub`` line. When no public
+key is given it is derived from the private key; when both are given they must match.
+Every asymmetric key gets a ``kid``: its RFC 7638 JWK thumbprint (SHA-256), so the same key
+always has the same ``kid`` on every instance, with nothing to configure.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import get_default_algorithms
+
+from jwtapi.exceptions import ConfigError
+from jwtapi.settings import PREFIX, Settings
+
+PrivateKey = (
+    rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)  # fmt: skip
+PublicKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+)  # fmt: skip
+#: What PyJWT signs and verifies with: a parsed key object, or the HMAC secret's bytes.
+SigningKey = PrivateKey | bytes
+VerificationKey = PublicKey | bytes
+
+#: RSA moduli shorter than this are refused (NIST SP 800-57, RFC 7518 section 3.3).
+MIN_RSA_BITS = 2048
+
+_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_OPENSSH_PRIVATE = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+_SSH_PUBLIC_PREFIXES = (b"ssh-", b"ecdsa-sha2-")
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The keys of one configuration, parsed once.
+
+    :attr:`signing_key` is ``None`` on a verify-only server. :attr:`verification_keys`
+    maps each ``kid`` to its key (``None`` is the one key of an HMAC configuration).
+    :attr:`signing_kid` is the ``kid`` put into the header of issued tokens.
+    """
+
+    algorithm: str
+    signing_key: SigningKey | None
+    signing_kid: str | None
+    verification_keys: Mapping[str | None, VerificationKey]
+    jwks: Mapping[str, Any] = field(default_factory=lambda: {"keys": []})
+
+    @property
+    def can_sign(self) -> bool:
+        """True when this configuration holds a key to issue tokens with."""
+        return self.signing_key is not None
+
+
+def load_keys(settings: Settings) -> KeySet:
+    """Load and check every key ``settings`` names; raise :class:`ConfigError` on a problem."""
+    algorithm = settings.algorithm
+    if settings.is_hmac:
+        assert settings.secret_key is not None  # guaranteed by parse_settings
+        secret = settings.secret_key.encode("utf-8")
+        return KeySet(algorithm, secret, None, {None: secret})
+
+    private_key: PrivateKey | None = None
+    if settings.private_key_file is not None:
+        private_key = load_private_key(settings.private_key_file, "PRIVATE_KEY_FILE")
+        check_key_type(private_key, algorithm, "PRIVATE_KEY_FILE")
+
+    if settings.public_key_file is not None:
+        public_key = load_public_key(settings.public_key_file, "PUBLIC_KEY_FILE")
+        check_key_type(public_key, algorithm, "PUBLIC_KEY_FILE")
+        if private_key is not None and not same_public_key(private_key.public_key(), public_key):
+            raise ConfigError(
+                f"{PREFIX}PUBLIC_KEY_FILE: does not match the key in {PREFIX}PRIVATE_KEY_FILE"
+            )
+    else:
+        assert private_key is not None  # parse_settings requires one of the two
+        public_key = private_key.public_key()
+
+    current_kid = thumbprint(public_key)
+    verification: dict[str | None, VerificationKey] = {current_kid: public_key}
+    for path in settings.extra_public_key_files:
+        extra = load_public_key(path, "EXTRA_PUBLIC_KEY_FILES")
+        check_key_type(extra, algorithm, "EXTRA_PUBLIC_KEY_FILES")
+        verification.setdefault(thumbprint(extra), extra)
+
+    jwks = {"keys": [public_jwk(key, algorithm, kid) for kid, key in verification.items()]}
+    return KeySet(
+        algorithm=algorithm,
+        signing_key=private_key,
+        signing_kid=current_kid if private_key is not None else None,
+        verification_keys=verification,
+        jwks=jwks,
+    )
+
+
+def load_private_key(path: Path, variable: str) -> PrivateKey:
+    """Parse an unencrypted PEM or OpenSSH private key file."""
+    data = _read(path, variable)
+    try:
+        if data.lstrip().startswith(_OPENSSH_PRIVATE):
+            key: Any = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"{PREFIX}{variable}: {path} is encrypted; give an unencrypted key file"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"{PREFIX}{variable}: {path} is not a PEM or OpenSSH private key"
+        ) from None
+    if not isinstance(key, PrivateKey):
+        raise ConfigError(f"{PREFIX}{variable}: {path} holds an unsupported kind of key")
+    return key
+
+
+def load_public_key(path: Path, variable: str) -> PublicKey:
+    """Parse a PEM public key, or an OpenSSH ``.pub`` line as ``ssh-keygen`` writes it."""
+    data = _read(path, variable)
+    try:
+        if data.lstrip().startswith(_SSH_PUBLIC_PREFIXES):
+            key: Any = serialization.load_ssh_public_key(data.strip())
+        else:
+            key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"{PREFIX}{variable}: {path} is not a PEM or OpenSSH public key"
+        ) from None
+    if not isinstance(key, PublicKey):
+        raise ConfigError(f"{PREFIX}{variable}: {path} holds an unsupported kind of key")
+    return key
+
+
+def check_key_type(key: PrivateKey | PublicKey, algorithm: str, variable: str) -> None:
+    """Refuse a key that does not belong to ``algorithm`` (RFC 7518 sections 3.3 to 3.5)."""
+    family = algorithm[:2]
+    if family in ("RS", "PS"):
+        if not isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+            raise ConfigError(f"{PREFIX}{variable}: {algorithm} needs an RSA key")
+        if key.key_size < MIN_RSA_BITS:
+            raise ConfigError(
+                f"{PREFIX}{variable}: RSA key of {key.key_size} bits is too short; "
+                f"use at least {MIN_RSA_BITS}"
+            )
+    elif family == "ES":
+        curve = _CURVES[algorithm]
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) or (
+            not isinstance(key.curve, curve)
+        ):
+            raise ConfigError(f"{PREFIX}{variable}: {algorithm} needs an EC key on {curve.name}")
+    elif algorithm == "EdDSA":
+        if not isinstance(
+            key,
+            ed25519.Ed25519PrivateKey
+            | ed25519.Ed25519PublicKey
+            | ed448.Ed448PrivateKey
+            | ed448.Ed448PublicKey,
+        ):
+            raise ConfigError(f"{PREFIX}{variable}: EdDSA needs an Ed25519 or Ed448 key")
+    else:  # pragma: no cover - parse_settings admits no other algorithm
+        raise ConfigError(f"{PREFIX}ALGORITHM: {algorithm} takes no key file")
+
+
+def same_public_key(a: PublicKey, b: PublicKey) -> bool:
+    """True when two public keys are the same key."""
+    return public_bytes(a) == public_bytes(b)
+
+
+def public_bytes(key: PublicKey) -> bytes:
+    """The DER SubjectPublicKeyInfo of ``key``: a canonical form to compare keys by."""
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_jwk(key: PublicKey, algorithm: str, kid: str | None = None) -> dict[str, Any]:
+    """The public JWK of ``key`` (RFC 7517) with ``kid``, ``use: sig`` and ``alg``."""
+    jwk: dict[str, Any] = get_default_algorithms()[algorithm].to_jwk(key, as_dict=True)
+    jwk = {name: value for name, value in jwk.items() if name not in ("key_ops", "alg", "kid")}
+    jwk.update(kid=kid or thumbprint(key), use="sig", alg=algorithm)
+    return jwk
+
+
+#: RFC 7638 section 3.2: the members each key type hashes, in lexicographic order.
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
+
+
+def thumbprint(key: PublicKey) -> str:
+    """The RFC 7638 JWK SHA-256 thumbprint of ``key``, base64url without padding."""
+    if isinstance(key, rsa.RSAPublicKey):
+        algorithm = "RS256"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}.get(
+            key.curve.name, "ES256"
+        )
+    else:
+        algorithm = "EdDSA"
+    jwk: dict[str, Any] = get_default_algorithms()[algorithm].to_jwk(key, as_dict=True)
+    members = _THUMBPRINT_MEMBERS.get(jwk["kty"], ("crv", "kty", "x"))  # OKP: RFC 8037
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def generate_private_key(algorithm: str) -> PrivateKey:
+    """A new private key for an asymmetric ``algorithm`` (RSA keys are 3072 bits)."""
+    family = algorithm[:2]
+    if family in ("RS", "PS"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    if family == "ES":
+        return ec.generate_private_key(_CURVES[algorithm]())
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ConfigError(f"no key pair for {algorithm}: HMAC algorithms use {PREFIX}SECRET_KEY")
+
+
+def write_key_pair(key: PrivateKey, directory: Path, stem: str = "jwtapi") -> tuple[Path, Path]:
+    """Write ``key`` as PKCS#8 PEM (mode 0600) and its public key as PEM; return both paths.
+
+    Refuses to overwrite existing files.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    private_path = directory / f"{stem}.key"
+    public_path = directory / f"{stem}.pub.pem"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; not overwriting it")
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with open(private_path, "xb", opener=_private_opener) as handle:
+        handle.write(private_pem)
+    with open(public_path, "xb") as handle:
+        handle.write(public_pem)
+    return private_path, public_path
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def _read(path: Path, variable: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{PREFIX}{variable}: cannot read {path}: {exc.strerror or exc}"
+        ) from None

@@ -1,0 +1,237 @@
+"""One typed, validated, read-only view of jwtapi's configuration.
+
+Values come from the environment, from ``.env`` in the working directory (python-dotenv;
+the real environment wins) and, for the Flask extension, from ``app.config`` keys with the
+``JWTAPI_`` prefix. :func:`load_settings` validates everything once, at start-up: a bad
+value raises :class:`~jwtapi.exceptions.ConfigError` whose message is one line that names
+the variable. Nothing reads the environment after that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from jwtapi.exceptions import ConfigError
+
+PREFIX = "JWTAPI_"
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "ES256", "ES384", "ES512",
+        "EdDSA",
+    }
+)  # fmt: skip
+ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+
+#: RFC 7518 section 3.2: an HMAC key at least as long as the hash output; 32 bytes for all.
+MIN_SECRET_BYTES = 32
+
+DEFAULT_DATABASE = "instance/jwtapi.sqlite3"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_RATE_LIMIT = re.compile(
+    r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
+)
+
+# Variables the contract defines whose features a later release brings. Setting one to a
+# value that would change behaviour is refused rather than silently ignored.
+_NOT_YET_SUPPORTED = ("JWKS_URL", "REDIS_URL")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """jwtapi's configuration after validation. Build it with :func:`load_settings`."""
+
+    algorithm: str = "HS256"
+    secret_key: str | None = None
+    private_key_file: Path | None = None
+    public_key_file: Path | None = None
+    extra_public_key_files: tuple[Path, ...] = ()
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 1_209_600
+    issuer: str = "jwtapi"
+    audience: str | None = None
+    leeway: int = 0
+    database: str = DEFAULT_DATABASE
+    query_token: bool = True
+    cookie_tokens: bool = False
+    trusted_proxies: int = 0
+    login_rate_limit: str | None = "10/minute"
+
+    def __repr__(self) -> str:
+        # Never let the secret reach a log or a traceback through repr().
+        secret = "'***'" if self.secret_key else "None"
+        return (
+            f"Settings(algorithm={self.algorithm!r}, secret_key={secret}, "
+            f"private_key_file={self.private_key_file!r}, issuer={self.issuer!r}, "
+            f"audience={self.audience!r}, database={self.database!r})"
+        )
+
+    @property
+    def is_hmac(self) -> bool:
+        """True when tokens are signed with the shared secret (HS256/384/512)."""
+        return self.algorithm in HMAC_ALGORITHMS
+
+
+def read_environment(
+    overrides: Mapping[str, Any] | None = None, dotenv_path: Path | None = None
+) -> dict[str, Any]:
+    """Merge ``.env``, the real environment and ``overrides``, later ones winning.
+
+    Only ``JWTAPI_*`` names are kept. ``dotenv_path`` defaults to ``.env`` in the working
+    directory (never a file found by walking up from the installed package).
+    """
+    path = dotenv_path if dotenv_path is not None else Path.cwd() / ".env"
+    merged: dict[str, Any] = {}
+    if path.is_file():
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    if overrides:
+        merged.update(overrides)
+    return {k: v for k, v in merged.items() if k.startswith(PREFIX)}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, dotenv_path: Path | None = None
+) -> Settings:
+    """Read and validate the configuration; raise :class:`ConfigError` naming the variable."""
+    return parse_settings(read_environment(overrides, dotenv_path))
+
+
+def parse_settings(values: Mapping[str, Any]) -> Settings:
+    """Validate ``JWTAPI_*`` values (strings or native types) into :class:`Settings`."""
+    reader = _Reader(values)
+    for name in _NOT_YET_SUPPORTED:
+        if reader.text(name) is not None:
+            raise ConfigError(f"{PREFIX}{name}: not supported by this version of jwtapi")
+
+    algorithm = reader.text("ALGORITHM") or "HS256"
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"{PREFIX}ALGORITHM: unknown algorithm {algorithm!r}; "
+            f"choose one of {', '.join(sorted(ALGORITHMS))}"
+        )
+
+    secret = reader.text("SECRET_KEY", strip=False)
+    private_key = reader.path("PRIVATE_KEY_FILE")
+    public_key = reader.path("PUBLIC_KEY_FILE")
+    if algorithm in HMAC_ALGORITHMS:
+        if secret is None:
+            raise ConfigError(f"{PREFIX}SECRET_KEY: required for {algorithm}")
+        if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{PREFIX}SECRET_KEY: too short for {algorithm}; "
+                f"use at least {MIN_SECRET_BYTES} bytes of random text"
+            )
+    elif private_key is None and public_key is None:
+        raise ConfigError(
+            f"{PREFIX}PRIVATE_KEY_FILE: required for {algorithm} "
+            f"(or {PREFIX}PUBLIC_KEY_FILE for a verify-only server)"
+        )
+
+    access_ttl = reader.positive_int("ACCESS_TOKEN_TTL", 900)
+    refresh_ttl = reader.positive_int("REFRESH_TOKEN_TTL", 1_209_600)
+    issuer = reader.text("ISSUER") or "jwtapi"
+    rate_limit = reader.text("LOGIN_RATE_LIMIT") or "10/minute"
+    if rate_limit.lower() == "off":
+        login_rate_limit: str | None = None
+    elif _RATE_LIMIT.match(rate_limit):
+        login_rate_limit = rate_limit
+    else:
+        raise ConfigError(
+            f"{PREFIX}LOGIN_RATE_LIMIT: {rate_limit!r} is not a limit like '10/minute' or 'off'"
+        )
+
+    return Settings(
+        algorithm=algorithm,
+        secret_key=secret,
+        private_key_file=private_key,
+        public_key_file=public_key,
+        extra_public_key_files=reader.paths("EXTRA_PUBLIC_KEY_FILES"),
+        access_token_ttl=access_ttl,
+        refresh_token_ttl=refresh_ttl,
+        issuer=issuer,
+        audience=reader.text("AUDIENCE"),
+        leeway=reader.non_negative_int("LEEWAY", 0),
+        database=reader.text("DATABASE") or DEFAULT_DATABASE,
+        query_token=reader.boolean("QUERY_TOKEN", True),
+        cookie_tokens=reader.boolean("COOKIE_TOKENS", False),
+        trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
+        login_rate_limit=login_rate_limit,
+    )
+
+
+class _Reader:
+    """Typed access to raw ``JWTAPI_*`` values; empty strings count as unset."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def raw(self, name: str) -> Any:
+        value = self._values.get(PREFIX + name)
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    def text(self, name: str, *, strip: bool = True) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{PREFIX}{name}: must be text")
+        return value.strip() if strip else value
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return Path(value) if value else None
+
+    def paths(self, name: str) -> tuple[Path, ...]:
+        value = self.raw(name)
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(Path(str(item).strip()) for item in items if str(item).strip())
+
+    def integer(self, name: str, default: int, minimum: int, what: str) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            raise ConfigError(f"{PREFIX}{name}: must be {what}")
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip(), 10)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}: must be {what}, not {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{PREFIX}{name}: must be {what}, not {number}")
+        return number
+
+    def positive_int(self, name: str, default: int) -> int:
+        return self.integer(name, default, 1, "a positive integer (seconds)")
+
+    def non_negative_int(self, name: str, default: int) -> int:
+        return self.integer(name, default, 0, "an integer of 0 or more")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{PREFIX}{name}: must be true or false, not {value!r}")

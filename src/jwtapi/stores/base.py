@@ -1,0 +1,90 @@
+"""The interfaces every store implements, and the validation they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+MAX_USERNAME_LENGTH = 150
+#: RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
+
+
+class StoreError(Exception):
+    """A store refused an operation; the message is safe to show to an operator."""
+
+
+class UserExists(StoreError):
+    """A user of that name already exists."""
+
+
+class UnknownUser(StoreError):
+    """No user of that name exists."""
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user as stored: never holds a plain password."""
+
+    name: str
+    password_hash: str
+    scope: str
+    created_at: int
+    #: Tokens issued before this time (seconds since the epoch) are no longer valid.
+    tokens_valid_after: int
+
+
+class UserStore(Protocol):
+    """Users and their argon2 hashes."""
+
+    def get(self, name: str) -> User | None:
+        """The user called ``name``, or None."""
+
+    def add(self, name: str, password_hash: str, scope: str) -> User:
+        """Create a user; raise :class:`UserExists` if the name is taken."""
+
+    def list(self) -> Sequence[User]:
+        """Every user, by name."""
+
+    def count(self) -> int:
+        """How many users exist."""
+
+    def remove(self, name: str) -> None:
+        """Delete a user; raise :class:`UnknownUser` if there is none."""
+
+    def set_password(self, name: str, password_hash: str, now: int) -> None:
+        """Replace a password and invalidate every token issued before ``now``."""
+
+    def upgrade_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
+        """Replace ``old_hash`` by ``new_hash`` only if it is still the stored one."""
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+
+
+def validate_username(name: str) -> str:
+    """Return ``name`` if it can be a username, else raise :class:`StoreError`.
+
+    A name is 1 to 150 printable characters, without spaces and without ``:`` (which
+    HTTP Basic credentials cannot carry in a username, RFC 7617 section 2).
+    """
+    if not name or len(name) > MAX_USERNAME_LENGTH:
+        raise StoreError(f"username must be 1 to {MAX_USERNAME_LENGTH} characters")
+    if ":" in name or not name.isprintable() or any(c.isspace() for c in name):
+        raise StoreError("username must be printable, without spaces or ':'")
+    return name
+
+
+def normalize_scope(scope: str | Sequence[str]) -> str:
+    """Validate scope tokens (RFC 6749 section 3.3) and join them with single spaces."""
+    tokens = scope.split() if isinstance(scope, str) else [t for s in scope for t in s.split()]
+    for token in tokens:
+        if not _SCOPE_TOKEN.match(token):
+            raise StoreError(f"invalid scope token {token!r}")
+    return " ".join(dict.fromkeys(tokens))

@@ -1,0 +1,265 @@
+"""Issuing and verifying tokens, with no Flask in sight.
+
+Access tokens follow RFC 9068 (header ``typ: at+jwt``; claims ``iss``, ``sub``, ``aud``
+when configured, ``iat``, ``nbf``, ``exp``, ``jti``, ``scope``). Refresh tokens have their
+own ``typ`` (:data:`REFRESH_TYPE`) so neither can stand in for the other. Every token of
+one login carries the same ``sid`` (the family, or session, id).
+
+Verification follows RFC 8725: only the configured algorithm is accepted, whatever the
+token's header says; ``kid`` only selects among configured keys; ``jku``, ``x5u`` and
+``jwk`` headers are never followed; any ``crit`` header is refused (we understand no
+extension); ``exp``, ``iat``, ``sub``, ``jti`` and ``iss`` are required. Each failure
+raises its own :class:`~jwtapi.exceptions.InvalidToken` subclass.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from jwtapi.exceptions import (
+    BadSignature,
+    ExpiredToken,
+    ImmatureToken,
+    InvalidToken,
+    MalformedToken,
+    WrongAudience,
+    WrongIssuer,
+    WrongTokenType,
+)
+from jwtapi.keys import KeySet, VerificationKey
+from jwtapi.settings import Settings
+
+ACCESS_TYPE = "at+jwt"
+REFRESH_TYPE = "refresh+jwt"
+#: RFC 9068 section 4: ``application/at+jwt`` is the same type, spelt in full.
+_TYPE_ALIASES = {
+    ACCESS_TYPE: frozenset({"at+jwt", "application/at+jwt"}),
+    REFRESH_TYPE: frozenset({"refresh+jwt", "application/refresh+jwt"}),
+}
+#: Longer than any token we issue by far; bounds the work an attacker can ask for.
+MAX_TOKEN_LENGTH = 8192
+_REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A verified token: its header and claims, with typed access to the common ones."""
+
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+    @property
+    def sub(self) -> str:
+        """The subject: the username the token was issued to."""
+        return str(self.claims["sub"])
+
+    @property
+    def jti(self) -> str:
+        """The token's unique id."""
+        return str(self.claims["jti"])
+
+    @property
+    def sid(self) -> str | None:
+        """The family (session) id shared by every token of one login."""
+        value = self.claims.get("sid")
+        return value if isinstance(value, str) else None
+
+    @property
+    def exp(self) -> int:
+        """Expiry, in seconds since the epoch."""
+        return int(self.claims["exp"])
+
+    @property
+    def iat(self) -> int:
+        """Issue time, in seconds since the epoch."""
+        return int(self.claims["iat"])
+
+    @property
+    def scope(self) -> str:
+        """The space-separated scope string (RFC 6749 section 3.3), possibly empty."""
+        value = self.claims.get("scope", "")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scope as a set of scope tokens."""
+        return frozenset(self.scope.split())
+
+    @property
+    def type(self) -> str:
+        """The header's ``typ``: :data:`ACCESS_TYPE` or :data:`REFRESH_TYPE`."""
+        return str(self.header.get("typ", ""))
+
+    def has_scopes(self, required: str) -> bool:
+        """True when every space-separated scope in ``required`` was granted."""
+        return set(required.split()) <= self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """The tokens of one successful login or refresh, and their response body."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scope: str
+    family: str
+
+    def response_body(self) -> dict[str, Any]:
+        """The RFC 6749 section 5.1 token response."""
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "scope": self.scope,
+        }
+
+
+class TokenService:
+    """Issues and verifies tokens for one configuration. Build it once, at start-up."""
+
+    def __init__(self, settings: Settings, keys: KeySet) -> None:
+        self._keys = keys
+        self._algorithm = keys.algorithm
+        self._issuer = settings.issuer
+        self._audience = settings.audience
+        self._leeway = settings.leeway
+        self.access_ttl = settings.access_token_ttl
+        self.refresh_ttl = settings.refresh_token_ttl
+        required = [*_REQUIRED_CLAIMS, *(["aud"] if settings.audience else [])]
+        self._options: Any = {"require": required, "verify_signature": True}
+        self._single_key: VerificationKey | None = (
+            next(iter(keys.verification_keys.values()))
+            if len(keys.verification_keys) == 1
+            else None
+        )
+        self._jwt = jwt.PyJWT()
+
+    @property
+    def can_issue(self) -> bool:
+        """False on a verify-only server, which holds no signing key."""
+        return self._keys.can_sign
+
+    # Issuing ------------------------------------------------------------------------------
+
+    def issue_pair(
+        self, subject: str, scope: str, family: str | None = None, now: int | None = None
+    ) -> TokenPair:
+        """Issue an access token and a refresh token of one family (new unless given)."""
+        now = int(time.time()) if now is None else now
+        family = family or new_id()
+        access = self.issue(ACCESS_TYPE, subject, family, now, {"scope": scope})
+        refresh = self.issue(REFRESH_TYPE, subject, family, now)
+        return TokenPair(access, refresh, self.access_ttl, scope, family)
+
+    def issue(
+        self,
+        token_type: str,
+        subject: str,
+        family: str,
+        now: int,
+        extra_claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Sign one token of ``token_type`` (:data:`ACCESS_TYPE` or :data:`REFRESH_TYPE`)."""
+        if self._keys.signing_key is None:
+            raise RuntimeError("this server holds no signing key (verify-only)")
+        ttl = self.access_ttl if token_type == ACCESS_TYPE else self.refresh_ttl
+        claims: dict[str, Any] = {"iss": self._issuer, "sub": subject}
+        if self._audience:
+            claims["aud"] = self._audience
+        claims.update(iat=now, nbf=now, exp=now + ttl, jti=new_id(), sid=family)
+        if extra_claims:
+            claims.update(extra_claims)
+        headers: dict[str, Any] = {"typ": token_type}
+        if self._keys.signing_kid:
+            headers["kid"] = self._keys.signing_kid
+        return self._jwt.encode(
+            claims, self._keys.signing_key, algorithm=self._algorithm, headers=headers
+        )
+
+    # Verifying ----------------------------------------------------------------------------
+
+    def verify(self, token: str, expected_type: str = ACCESS_TYPE) -> Token:
+        """Verify ``token`` completely and return it; raise an :class:`InvalidToken`."""
+        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            raise MalformedToken()
+        try:
+            key = self._single_key if self._single_key is not None else self._key_for(token)
+            decoded = self._jwt.decode_complete(
+                token,
+                key,
+                algorithms=[self._algorithm],
+                options=self._options,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+            )
+        except jwt.PyJWTError as exc:
+            raise _translate(exc) from None
+        header: dict[str, Any] = decoded["header"]
+        claims: dict[str, Any] = decoded["payload"]
+        self._check_header(header)
+        if str(header.get("typ", "")).lower() not in _TYPE_ALIASES[expected_type]:
+            raise WrongTokenType()
+        if not isinstance(claims.get("scope", ""), str) or not isinstance(
+            claims.get("sid", ""), str
+        ):
+            raise MalformedToken("malformed token: scope and sid must be strings")
+        return Token(header, claims)
+
+    def _key_for(self, token: str) -> VerificationKey:
+        """Pick the configured key the header's ``kid`` names (several keys configured)."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self._keys.verification_keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise BadSignature("bad signature: unknown key id")
+        return key
+
+    def _check_header(self, header: Mapping[str, Any]) -> None:
+        if "crit" in header:
+            raise MalformedToken("malformed token: unsupported critical header")
+        kid = header.get("kid")
+        if (
+            kid is not None
+            and not self._keys.algorithm.startswith("HS")
+            and kid not in self._keys.verification_keys
+        ):
+            raise BadSignature("bad signature: unknown key id")
+
+
+def new_id() -> str:
+    """A new 128-bit random identifier, URL-safe (for ``jti`` and ``sid``)."""
+    return secrets.token_urlsafe(16)
+
+
+def _translate(exc: jwt.PyJWTError) -> InvalidToken:
+    """Map a PyJWT error to ours. PyJWT's messages are not passed on: they can echo input."""
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return BadSignature()
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return BadSignature("bad signature: algorithm not accepted")
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return ExpiredToken()
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return ImmatureToken()
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return WrongIssuer()
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return WrongAudience()
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        if exc.claim == "iss":
+            return WrongIssuer("wrong issuer: no iss claim")
+        if exc.claim == "aud":
+            return WrongAudience("wrong audience: no aud claim")
+        if exc.claim in _REQUIRED_CLAIMS:
+            return MalformedToken(f"malformed token: missing claim {exc.claim}")
+    if isinstance(exc, InvalidToken):  # pragma: no cover - not a PyJWT class
+        return exc
+    return MalformedToken()
