@@ -25,7 +25,7 @@ from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 
 EXTENSION_KEY = "jwtapi"
-_G_TOKEN = "_jwtapi_token"
+_G_KEY = "_jwtapi_token"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +74,9 @@ def auth_state(app: Flask | None = None) -> AuthState:
     return state
 
 
-def verify_request(scope: str | Sequence[str] | None = None, optional: bool = False) -> Token | None:
+def verify_request(
+    scope: str | Sequence[str] | None = None, optional: bool = False
+) -> Token | None:
     """Authenticate the current request and return its access token.
 
     Raises an :class:`AuthHTTPException` on any failure. With ``optional`` a request
@@ -89,7 +91,7 @@ def verify_request(scope: str | Sequence[str] | None = None, optional: bool = Fa
             raw = select_token(header_token, query_tokens, state.settings.query_token)
         except MissingToken:
             if optional:
-                g.pop(_G_TOKEN, None)
+                g.pop(_G_KEY, None)
                 return None
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
@@ -97,7 +99,7 @@ def verify_request(scope: str | Sequence[str] | None = None, optional: bool = Fa
             raise InsufficientScope(required)
     except AuthError as error:
         raise AuthHTTPException(error) from None
-    setattr(g, _G_TOKEN, token)
+    setattr(g, _G_KEY, token)
     return token
 
 
@@ -142,7 +144,7 @@ def token_required(
 
 def get_current_token() -> Token | None:
     """The verified access token of the current request, or None."""
-    token: Token | None = g.get(_G_TOKEN)
+    token: Token | None = g.get(_G_KEY)
     return token
 
 

@@ -41,7 +41,11 @@ VerificationKey = PublicKey | bytes
 #: RSA moduli shorter than this are refused (NIST SP 800-57, RFC 7518 section 3.3).
 MIN_RSA_BITS = 2048
 
-_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "ES256": ec.SECP256R1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
 _OPENSSH_PRIVATE = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _SSH_PUBLIC_PREFIXES = (b"ssh-", b"ecdsa-sha2-")
 
@@ -92,13 +96,14 @@ def load_keys(settings: Settings) -> KeySet:
         public_key = private_key.public_key()
 
     current_kid = thumbprint(public_key)
-    verification: dict[str | None, VerificationKey] = {current_kid: public_key}
+    public_keys: dict[str, PublicKey] = {current_kid: public_key}
     for path in settings.extra_public_key_files:
         extra = load_public_key(path, "EXTRA_PUBLIC_KEY_FILES")
         check_key_type(extra, algorithm, "EXTRA_PUBLIC_KEY_FILES")
-        verification.setdefault(thumbprint(extra), extra)
+        public_keys.setdefault(thumbprint(extra), extra)
 
-    jwks = {"keys": [public_jwk(key, algorithm, kid) for kid, key in verification.items()]}
+    jwks = {"keys": [public_jwk(key, algorithm, kid) for kid, key in public_keys.items()]}
+    verification: dict[str | None, VerificationKey] = {k: v for k, v in public_keys.items()}
     return KeySet(
         algorithm=algorithm,
         signing_key=private_key,
@@ -160,7 +165,7 @@ def check_key_type(key: PrivateKey | PublicKey, algorithm: str, variable: str) -
     elif family == "ES":
         curve = _CURVES[algorithm]
         if not isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) or (
-            not isinstance(key.curve, curve)
+            not isinstance(key.curve, type(curve))
         ):
             raise ConfigError(f"{PREFIX}{variable}: {algorithm} needs an EC key on {curve.name}")
     elif algorithm == "EdDSA":
@@ -223,7 +228,7 @@ def generate_private_key(algorithm: str) -> PrivateKey:
     if family in ("RS", "PS"):
         return rsa.generate_private_key(public_exponent=65537, key_size=3072)
     if family == "ES":
-        return ec.generate_private_key(_CURVES[algorithm]())
+        return ec.generate_private_key(_CURVES[algorithm])
     if algorithm == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
     raise ConfigError(f"no key pair for {algorithm}: HMAC algorithms use {PREFIX}SECRET_KEY")

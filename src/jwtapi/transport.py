@@ -62,9 +62,7 @@ def bearer_from_header(header: str | None) -> str | None:
     return token
 
 
-def select_token(
-    header_token: str | None, query_tokens: Sequence[str], query_allowed: bool
-) -> str:
+def select_token(header_token: str | None, query_tokens: Sequence[str], query_allowed: bool) -> str:
     """The one token of a request, from the header or the query string.
 
     None present raises :class:`MissingToken`; more than one (header and query, or two

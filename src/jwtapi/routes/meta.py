@@ -18,9 +18,7 @@ def health() -> Response:
     try:
         service().users.ping()
     except StoreUnavailable:
-        response = json_error_response(
-            503, "service_unavailable", "the database does not answer"
-        )
+        response = json_error_response(503, "service_unavailable", "the database does not answer")
         response.headers["Retry-After"] = "5"
         return response
     return jsonify(status="ok", database="ok")

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from jwtapi.stores.base import User, UserExists, UserStore, UnknownUser, normalize_scope
+from jwtapi.stores.base import UnknownUser, User, UserExists, UserStore, normalize_scope
 from jwtapi.stores.sqlite import SQLiteDatabase, SQLiteUserStore
 
 

@@ -1,0 +1,188 @@
+"""The ``jwtapi`` command: ``serve``, ``users add|list|remove|passwd``, ``keys generate``.
+
+Every command reads the same configuration as the server. A bad argument or a bad
+configuration prints one line naming the problem to stderr and exits non-zero; never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from jwtapi.exceptions import ConfigError
+from jwtapi.passwords import PasswordPolicyError, Passwords, check_password_policy
+from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings
+from jwtapi.stores import open_user_store
+from jwtapi.stores.base import StoreError
+
+PROG = "jwtapi"
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can fix; the message is one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = _Parser(prog=PROG, description="jwtapi: JWT authentication API and library.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the API under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_port, default=5000, help="port to listen on")
+    serve.add_argument("--workers", type=_positive, default=2, help="worker processes")
+    serve.add_argument("--certfile", type=Path, help="TLS certificate (PEM) for HTTPS")
+    serve.add_argument("--keyfile", type=Path, help="TLS private key (PEM) for HTTPS")
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    add = users.add_parser("add", help="add a user")
+    add.add_argument("name")
+    add.add_argument("--scope", default="", help='space-separated scopes, e.g. "read admin"')
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    users.add_parser("list", help="list users")
+    remove = users.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    passwd = users.add_parser("passwd", help="change a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+
+    keys = commands.add_parser("keys", help="manage signing keys").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    generate = keys.add_parser("generate", help="write a new private/public PEM key pair")
+    generate.add_argument(
+        "--algorithm",
+        required=True,
+        choices=sorted(ALGORITHMS - HMAC_ALGORITHMS),
+        metavar="ALG",
+        help="RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA",
+    )
+    generate.add_argument("--out", type=Path, required=True, help="directory to write to")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; return its exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "users":
+            return _users(args, load_settings())
+        return _keys_generate(args)
+    except (ConfigError, CommandError, StoreError, PasswordPolicyError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jwtapi.app import create_app
+    from jwtapi.server import ServeOptions, serve
+
+    if (args.certfile is None) != (args.keyfile is None):
+        raise CommandError("--certfile and --keyfile go together: give both or neither")
+    for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
+        if path is not None and not path.is_file():
+            raise CommandError(f"{flag}: cannot read {path}")
+    settings = load_settings()
+    app = create_app(settings=settings)
+    options = ServeOptions(args.host, args.port, args.workers, args.certfile, args.keyfile)
+    serve(app, settings, options)
+    return 0
+
+
+def _users(args: argparse.Namespace, settings: Settings) -> int:
+    users = open_user_store(settings.database)
+    if args.action == "list":
+        for user in users.list():
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(user.created_at))
+            print(f"{user.name}\t{user.scope or '-'}\t{created}Z")
+        return 0
+    if args.action == "remove":
+        users.remove(args.name)
+        print(f"removed user {args.name}")
+        return 0
+    if args.action == "passwd" and users.get(args.name) is None:
+        raise CommandError(f"no user {args.name!r}")
+    password = _read_password(args.password_stdin)
+    password_hash = Passwords().hash(password)
+    if args.action == "add":
+        user = users.add(args.name, password_hash, args.scope)
+        print(f"added user {user.name}" + (f" with scope {user.scope!r}" if user.scope else ""))
+    else:
+        users.set_password(args.name, password_hash, int(time.time()))
+        print(f"changed the password of {args.name}")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    """A new password from stdin (one line) or typed twice at a terminal prompt."""
+    if from_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            raise CommandError("no terminal to ask for the password on: use --password-stdin")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise CommandError("the passwords do not match")
+    check_password_policy(password)
+    return password
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from jwtapi.keys import generate_private_key, write_key_pair
+
+    try:
+        private_path, public_path = write_key_pair(generate_private_key(args.algorithm), args.out)
+    except FileExistsError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"wrote {private_path} (private, mode 0600) and {public_path} (public)")
+    print(f"set JWTAPI_ALGORITHM={args.algorithm} and JWTAPI_PRIVATE_KEY_FILE={private_path}")
+    return 0
+
+
+def _port(text: str) -> int:
+    number = _integer(text)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to 65535)")
+    return number
+
+
+def _positive(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return number
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

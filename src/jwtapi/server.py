@@ -1,0 +1,107 @@
+"""``jwtapi serve``: the app factory under gunicorn, with token-free access logs.
+
+The app is built once in the gunicorn master (``preload_app``): settings validated, keys
+parsed and the schema migrated before any worker forks, so a bad configuration stops the
+server at once with one line, and workers start with nothing left to parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+
+from jwtapi.settings import Settings
+
+#: Query parameters whose values never reach a log.
+SECRET_PARAMETERS = ("token", "access_token", "refresh_token", "password", "client_secret")
+_SECRET_VALUE = re.compile(r"(?i)(^|[?&;])(" + "|".join(SECRET_PARAMETERS) + r")=[^&;#\s\"]*")
+ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every token-bearing query parameter replaced."""
+    return _SECRET_VALUE.sub(r"\1\2=[redacted]", text)
+
+
+class RedactingLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, with token values removed from every access-log field."""
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        """The access-log fields, query strings and referrers redacted."""
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q", "f", "{raw_uri}e"):
+            if isinstance(atoms.get(name), str):
+                atoms[name] = redact(atoms[name])
+        return atoms
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """How ``jwtapi serve`` listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    access_log: str = "-"
+
+    @property
+    def bind(self) -> str:
+        """gunicorn's bind address; IPv6 literals in brackets."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+
+class JWTAPIServer(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application serving :func:`jwtapi.app.create_app`."""
+
+    def __init__(self, app: Flask, settings: Settings, options: ServeOptions) -> None:
+        self._app = app
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Set gunicorn's configuration from our options (no gunicorn config file read)."""
+        options = self._options
+        config: dict[str, Any] = {
+            "bind": [options.bind],
+            "workers": options.workers,
+            "preload_app": True,
+            "accesslog": options.access_log,
+            "access_log_format": ACCESS_LOG_FORMAT,
+            "errorlog": "-",
+            "logger_class": RedactingLogger,
+            "proc_name": "jwtapi",
+            # Several servers on one machine must not fight over ~/.gunicorn/gunicorn.ctl.
+            "control_socket_disable": True,
+            # Forwarding headers are ProxyFix's job, and only with JWTAPI_TRUSTED_PROXIES.
+            "forwarded_allow_ips": "",
+        }
+        if options.certfile is not None and options.keyfile is not None:
+            config["certfile"] = str(options.certfile)
+            config["keyfile"] = str(options.keyfile)
+        for name, value in config.items():
+            if name in self.cfg.settings:
+                self.cfg.set(name, value)
+
+    def load(self) -> Flask:
+        """The app, built before gunicorn started; its errors go to gunicorn's error log."""
+        gunicorn_log = logging.getLogger("gunicorn.error")
+        app_log = logging.getLogger("jwtapi")
+        app_log.handlers = gunicorn_log.handlers
+        app_log.setLevel(logging.INFO)
+        return self._app
+
+
+def serve(app: Flask, settings: Settings, options: ServeOptions) -> None:
+    """Run gunicorn until it is stopped."""
+    JWTAPIServer(app, settings, options).run()
