@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jwtapi.errors import register_json_errors
@@ -38,6 +39,12 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
     svc = Service(users=open_user_store(settings.database), passwords=Passwords())
     register_routes(app, svc, can_issue=app.extensions["jwtapi"].tokens.can_issue)
     register_json_errors(app)
+
+    @app.before_request
+    def _refuse_large_bodies() -> None:
+        # Werkzeug checks MAX_CONTENT_LENGTH only when a body is read; refuse it up front.
+        if (request.content_length or 0) > MAX_CONTENT_LENGTH:
+            raise RequestEntityTooLarge()
 
     if settings.trusted_proxies:
         n = settings.trusted_proxies

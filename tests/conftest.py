@@ -1,0 +1,190 @@
+"""Shared fixtures: real `jwtapi` processes (CLI and `jwtapi serve`) on loopback.
+
+A live server is the same gunicorn `jwtapi serve` starts, with a temporary SQLite file
+and its own working directory (so no `.env` of the developer's leaks in), on a free port.
+It is ready when `/health` answers 200; it is stopped (and its exit checked) afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
+PASSWORDS = {"alice": "alice-password-1", "root": "root-password-1"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(workdir: Path, **values: str) -> dict[str, str]:
+    """The environment for a jwtapi process: no inherited JWTAPI_*, our values on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWTAPI_")}
+    env.update(
+        JWTAPI_SECRET_KEY=secrets.token_urlsafe(48),
+        JWTAPI_DATABASE=str(workdir / "jwtapi.sqlite3"),
+    )
+    env.update(values)
+    return env
+
+
+def run_cli(
+    args: list[str], env: Mapping[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `jwtapi` console script and capture its output."""
+    return subprocess.run(
+        [JWTAPI, *args],
+        env=dict(env),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def add_user(env: Mapping[str, str], cwd: Path, name: str, password: str, scope: str = "") -> None:
+    """`jwtapi users add NAME --password-stdin`, asserting it worked."""
+    result = run_cli(
+        ["users", "add", name, "--scope", scope, "--password-stdin"], env, cwd, password
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def basic(name: str, password: str) -> dict[str, str]:
+    """An HTTP Basic Authorization header."""
+    raw = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An RFC 6750 Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class LiveServer:
+    """One running `jwtapi serve` and how to reach it."""
+
+    workdir: Path
+    env: dict[str, str]
+    workers: int = 1
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    def start(self, timeout: float = 30.0) -> LiveServer:
+        self.port = free_port()
+        args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*args, *self.extra_args],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jwtapi serve exited early:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=1, verify=False).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)  # polling interval of the readiness check, not a guess
+        self.stop()
+        raise RuntimeError(f"jwtapi serve not ready in {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def login(self, name: str = "alice", password: str | None = None) -> dict[str, object]:
+        response = requests.post(
+            f"{self.url}/login", headers=basic(name, password or PASSWORDS[name]), timeout=10
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, object] = response.json()
+        return body
+
+
+def make_server(workdir: Path, workers: int = 1, **values: str) -> LiveServer:
+    """A configured, not yet started server with users alice and root (scope admin)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = base_env(workdir, **values)
+    add_user(env, workdir, "alice", PASSWORDS["alice"], "read")
+    add_user(env, workdir, "root", PASSWORDS["root"], "read admin")
+    return LiveServer(workdir, env, workers)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The HS256 server most live tests share."""
+    live = make_server(tmp_path_factory.mktemp("server")).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def rs256_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """An RS256 server whose key pair `jwtapi keys generate` made."""
+    workdir = tmp_path_factory.mktemp("rs256")
+    env = base_env(workdir)
+    result = run_cli(["keys", "generate", "--algorithm", "RS256", "--out", "keys"], env, workdir)
+    assert result.returncode == 0, result.stderr
+    live = make_server(
+        workdir,
+        JWTAPI_ALGORITHM="RS256",
+        JWTAPI_PRIVATE_KEY_FILE=str(workdir / "keys" / "jwtapi.key"),
+    ).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def audience_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """An HS256 server that requires `aud: orders-api` and issuer `https://auth.test`."""
+    live = make_server(
+        tmp_path_factory.mktemp("audience"),
+        JWTAPI_AUDIENCE="orders-api",
+        JWTAPI_ISSUER="https://auth.test",
+    ).start()
+    yield live
+    live.stop()

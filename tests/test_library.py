@@ -1,0 +1,163 @@
+"""jwtapi as a library: a small Flask app of its own, exactly as contract section 4 shows."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.exceptions import HTTPException
+
+from jwtapi import JWTAuth, current_token, get_current_token, token_required
+
+
+def make_app(**config: Any) -> tuple[Flask, JWTAuth]:
+    app = Flask(__name__)
+    app.config.update(JWTAPI_SECRET_KEY=secrets.token_urlsafe(48), **config)
+    auth = JWTAuth()
+    auth.init_app(app)
+
+    @app.get("/orders")
+    @token_required
+    def orders() -> dict[str, Any]:
+        """Orders of the caller."""
+        return {"user": current_token.sub}
+
+    @app.get("/admin/stats")
+    @token_required(scope="admin")
+    def stats() -> dict[str, Any]:
+        return {"user": current_token.sub, "scope": current_token.scope}
+
+    @app.get("/maybe")
+    @token_required(optional=True)
+    def maybe() -> dict[str, Any]:
+        token = get_current_token()
+        return {"user": token.sub if token else None, "proxy_empty": not current_token}
+
+    @app.route("/cors", methods=["GET", "OPTIONS"])
+    @token_required
+    def cors() -> dict[str, Any]:
+        return {"token": bool(current_token)}
+
+    return app, auth
+
+
+@pytest.fixture
+def client() -> FlaskClient:
+    app, _ = make_app()
+    return app.test_client()
+
+
+def tokens(client: FlaskClient, subject: str = "ann", scope: str = "") -> dict[str, Any]:
+    assert client.application is not None
+    with client.application.app_context():
+        return JWTAuth.issue_tokens(subject, scope).response_body()
+
+
+def test_bare_decorator_and_current_token(client: FlaskClient) -> None:
+    access = tokens(client)["access_token"]
+    response = client.get("/orders", headers={"Authorization": f"Bearer {access}"})
+    assert response.status_code == 200
+    assert response.json == {"user": "ann"}
+    assert client.get(f"/orders?token={access}").json == {"user": "ann"}
+
+
+def test_wraps_keeps_name_and_docstring() -> None:
+    app, _ = make_app()
+    view = app.view_functions["orders"]
+    assert view.__name__ == "orders"
+    assert view.__doc__ == "Orders of the caller."
+
+
+def test_errors_are_rfc6750_http_exceptions(client: FlaskClient) -> None:
+    missing = client.get("/orders")
+    assert missing.status_code == 401
+    assert missing.json is not None
+    assert missing.json["error"] == "missing_token"
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="jwtapi"'
+    bad = client.get("/orders", headers={"Authorization": "Bearer x.y.z"})
+    assert bad.status_code == 401
+    assert bad.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="jwtapi", error="invalid_token"'
+    )
+
+
+def test_scope(client: FlaskClient) -> None:
+    plain = tokens(client, scope="read")["access_token"]
+    refused = client.get("/admin/stats", headers={"Authorization": f"Bearer {plain}"})
+    assert refused.status_code == 403
+    assert 'scope="admin"' in refused.headers["WWW-Authenticate"]
+    admin = tokens(client, scope="read admin")["access_token"]
+    allowed = client.get("/admin/stats", headers={"Authorization": f"Bearer {admin}"})
+    assert allowed.json == {"user": "ann", "scope": "read admin"}
+
+
+def test_optional(client: FlaskClient) -> None:
+    assert client.get("/maybe").json == {"user": None, "proxy_empty": True}
+    access = tokens(client)["access_token"]
+    assert client.get("/maybe", headers={"Authorization": f"Bearer {access}"}).json == {
+        "user": "ann",
+        "proxy_empty": False,
+    }
+    assert (
+        client.get("/maybe", headers={"Authorization": "Bearer bad.token.here"}).status_code == 401
+    )
+
+
+def test_options_preflight_passes(client: FlaskClient) -> None:
+    response = client.options("/cors")
+    assert response.status_code == 200
+    assert response.json == {"token": False}
+
+
+def test_other_apps_error_handlers_cannot_turn_errors_into_500() -> None:
+    app, _ = make_app()
+
+    @app.errorhandler(Exception)
+    def everything_is_500(exc: Exception) -> tuple[dict[str, str], int]:
+        if isinstance(exc, HTTPException):
+            return exc  # type: ignore[return-value]
+        return {"oops": "500"}, 500
+
+    response = app.test_client().get("/orders")
+    assert response.status_code == 401
+    assert response.json is not None
+    assert response.json["error"] == "missing_token"
+
+
+def test_a_token_of_another_app_is_refused() -> None:
+    first, _ = make_app()
+    second, _ = make_app()
+    with first.app_context():
+        access = JWTAuth.issue_tokens("ann").access_token
+    response = second.test_client().get("/orders", headers={"Authorization": f"Bearer {access}"})
+    assert response.status_code == 401
+    assert response.json is not None
+    assert response.json["error_description"] == "bad signature"
+
+
+def test_query_tokens_can_be_switched_off() -> None:
+    app, _ = make_app(JWTAPI_QUERY_TOKEN=False)
+    client = app.test_client()
+    access = tokens(client)["access_token"]
+    response = client.get(f"/orders?token={access}")
+    assert response.status_code == 401
+    assert response.json is not None
+    assert "disabled" in response.json["error_description"]
+    assert client.get("/orders", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+
+
+def test_init_app_refuses_bad_configuration() -> None:
+    from jwtapi import ConfigError
+
+    app = Flask(__name__)
+    app.config["JWTAPI_SECRET_KEY"] = "short"
+    with pytest.raises(ConfigError, match="JWTAPI_SECRET_KEY"):
+        JWTAuth(app)
+
+
+def test_options_must_be_keywords() -> None:
+    with pytest.raises(TypeError):
+        token_required("admin")  # type: ignore[call-overload]
