@@ -118,7 +118,7 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"jwtapi serve exited early:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/health", timeout=1, verify=False).status_code == 200:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass

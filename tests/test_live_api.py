@@ -265,7 +265,7 @@ def test_unknown_crit_header(server: LiveServer) -> None:
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none(server: LiveServer, alg: str) -> None:
-    header, payload, _ = forge(server).split(".")
+    _, payload, _ = forge(server).split(".")
     unsigned_header = b64url(json.dumps({"alg": alg, "typ": "at+jwt"}).encode())
     for token in (f"{unsigned_header}.{payload}.", f"{unsigned_header}.{payload}"):
         response = get_protected(server, token)
@@ -319,7 +319,7 @@ def test_rs256_login_and_kid_match_jwks(rs256_server: LiveServer) -> None:
 
 def test_hs256_signed_with_the_rs256_public_key_is_refused(rs256_server: LiveServer) -> None:
     public_pem = (rs256_server.workdir / "keys" / "jwtapi.pub.pem").read_bytes()
-    header, payload, _ = str(rs256_server.login()["access_token"]).split(".")
+    _, payload, _ = str(rs256_server.login()["access_token"]).split(".")
     confused_header = b64url(json.dumps({"alg": "HS256", "typ": "at+jwt"}).encode())
     signing_input = f"{confused_header}.{payload}".encode()
     signature = b64url(hmac.new(public_pem, signing_input, hashlib.sha256).digest())
