@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -102,7 +103,8 @@ class LiveServer:
         return self.log_path.read_text("utf-8", errors="replace")
 
     def start(self, timeout: float = 30.0) -> LiveServer:
-        self.port = free_port()
+        """Start (or restart, on the same port) and wait until `/health` answers 200."""
+        self.port = self.port or free_port()
         args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -136,13 +138,24 @@ class LiveServer:
                 self.process.wait()
         self.process = None
 
-    def login(self, name: str = "alice", password: str | None = None) -> dict[str, object]:
+    def login(self, name: str = "alice", password: str | None = None) -> dict[str, str]:
         response = requests.post(
             f"{self.url}/login", headers=basic(name, password or PASSWORDS[name]), timeout=10
         )
         assert response.status_code == 200, response.text
-        body: dict[str, object] = response.json()
+        body: dict[str, str] = response.json()
         return body
+
+    def get(self, path: str, token: str) -> requests.Response:
+        """GET ``path`` with ``token`` in the Authorization header."""
+        return requests.get(f"{self.url}{path}", headers=bearer(token), timeout=10)
+
+    def post(
+        self, path: str, token: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """POST ``path`` with ``token`` in the Authorization header (and ``headers``)."""
+        all_headers = {**bearer(token), **(headers or {})}
+        return requests.post(f"{self.url}{path}", headers=all_headers, timeout=10, **kwargs)
 
 
 def make_server(workdir: Path, workers: int = 1, **values: str) -> LiveServer:

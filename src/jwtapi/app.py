@@ -10,11 +10,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jwtapi.errors import register_json_errors
-from jwtapi.extension import JWTAuth, settings_from_config
+from jwtapi.extension import JWTAuth, auth_state, settings_from_config
 from jwtapi.passwords import Passwords
 from jwtapi.routes import Service, register_routes
+from jwtapi.sessions import Revoker, Sessions
 from jwtapi.settings import Settings
-from jwtapi.stores import open_user_store
+from jwtapi.stores import open_stores
 
 #: Request bodies jwtapi reads are tiny; anything larger is refused with 413.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -34,10 +35,12 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
         app.config.update(config)
     settings = settings or settings_from_config(app.config)
 
-    auth = JWTAuth(settings=settings)
-    auth.init_app(app)
-    svc = Service(users=open_user_store(settings.database), passwords=Passwords())
-    register_routes(app, svc, can_issue=app.extensions["jwtapi"].tokens.can_issue)
+    stores = open_stores(settings.database)
+    JWTAuth(app, settings=settings, revocations=stores.revocations)
+    tokens = auth_state(app).tokens
+    revoker = Revoker(stores.families, stores.revocations)
+    sessions = Sessions(tokens, stores.users, revoker, Passwords())
+    register_routes(app, Service(stores.users, sessions), can_issue=tokens.can_issue)
     register_json_errors(app)
 
     @app.before_request

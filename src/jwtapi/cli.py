@@ -17,8 +17,9 @@ from typing import NoReturn
 
 from jwtapi.exceptions import ConfigError
 from jwtapi.passwords import PasswordPolicyError, Passwords, check_password_policy
+from jwtapi.sessions import Revoker
 from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings
-from jwtapi.stores import open_user_store
+from jwtapi.stores import open_stores
 from jwtapi.stores.base import StoreError
 
 PROG = "jwtapi"
@@ -114,7 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:
-    users = open_user_store(settings.database)
+    stores = open_stores(settings.database)
+    users = stores.users
+    revoker = Revoker(stores.families, stores.revocations)
     if args.action == "list":
         for user in users.list():
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(user.created_at))
@@ -122,7 +125,8 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.action == "remove":
         users.remove(args.name)
-        print(f"removed user {args.name}")
+        logins = revoker.revoke_user(args.name)
+        print(f"removed user {args.name}; revoked the tokens of {logins} login(s)")
         return 0
     if args.action == "passwd" and users.get(args.name) is None:
         raise CommandError(f"no user {args.name!r}")
@@ -133,7 +137,10 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
         print(f"added user {user.name}" + (f" with scope {user.scope!r}" if user.scope else ""))
     else:
         users.set_password(args.name, password_hash, int(time.time()))
-        print(f"changed the password of {args.name}")
+        logins = revoker.revoke_user(args.name)
+        print(
+            f"changed the password of {args.name}; revoked the tokens of {logins} earlier login(s)"
+        )
     return 0
 
 

@@ -68,6 +68,17 @@ class InsufficientScope(AuthError):
         super().__init__(description or f"this resource needs the scope {scope}")
 
 
+class KeySourceUnavailable(AuthError):
+    """The keys to verify with cannot be had right now (a remote JWKS does not answer).
+
+    The token is refused (fail closed) with 503, since it may well be valid.
+    """
+
+    status = 503
+    error = "temporarily_unavailable"
+    default_description = "the verification keys cannot be fetched; try again later"
+
+
 class InvalidToken(AuthError):
     """The token failed verification; subclasses name the reason."""
 

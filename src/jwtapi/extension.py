@@ -18,10 +18,11 @@ from flask import Flask, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from jwtapi.errors import AuthHTTPException
-from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken
+from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, RevokedToken
 from jwtapi.keys import KeySet, load_keys
 from jwtapi.settings import PREFIX, Settings, load_settings
-from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
+from jwtapi.stores import RevocationStore, open_stores
+from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService, revocation_keys
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 
 EXTENSION_KEY = "jwtapi"
@@ -37,6 +38,8 @@ class AuthState:
     settings: Settings
     keys: KeySet
     tokens: TokenService
+    #: Checked on every protected request.
+    revocations: RevocationStore
 
 
 class JWTAuth:
@@ -47,16 +50,31 @@ class JWTAuth:
     is validated and every key parsed in :meth:`init_app`, once.
     """
 
-    def __init__(self, app: Flask | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        settings: Settings | None = None,
+        revocations: RevocationStore | None = None,
+    ) -> None:
         self._settings = settings
+        self._revocations = revocations
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, settings: Settings | None = None) -> None:
-        """Validate the configuration, parse the keys and register on ``app``."""
+        """Validate the configuration, parse the keys, open the revocation store, register.
+
+        Without a ``revocations`` store given to the constructor, the one of
+        ``JWTAPI_DATABASE`` is opened: tokens revoked by a jwtapi server sharing that
+        database are refused here too.
+        """
         settings = settings or self._settings or settings_from_config(app.config)
         keys = load_keys(settings)
-        app.extensions[EXTENSION_KEY] = AuthState(settings, keys, TokenService(settings, keys))
+        revocations = self._revocations or open_stores(settings.database).revocations
+        app.extensions[EXTENSION_KEY] = AuthState(
+            settings, keys, TokenService(settings, keys), revocations
+        )
 
     @staticmethod
     def issue_tokens(subject: str, scope: str = "") -> TokenPair:
@@ -95,6 +113,8 @@ def verify_request(
                 return None
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
+        if state.revocations is not None and state.revocations.is_revoked(revocation_keys(token)):
+            raise RevokedToken()
         if required and not token.has_scopes(required):
             raise InsufficientScope(required)
     except AuthError as error:

@@ -12,8 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import math
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,9 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt import PyJWK, PyJWKClient
 from jwt.algorithms import get_default_algorithms
+from jwt.exceptions import PyJWKClientError, PyJWTError
 
 from jwtapi.exceptions import ConfigError
 from jwtapi.settings import PREFIX, Settings
@@ -46,6 +52,7 @@ _CURVES: dict[str, ec.EllipticCurve] = {
     "ES384": ec.SECP384R1(),
     "ES512": ec.SECP521R1(),
 }
+log = logging.getLogger("jwtapi")
 _OPENSSH_PRIVATE = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _SSH_PUBLIC_PREFIXES = (b"ssh-", b"ecdsa-sha2-")
 
@@ -64,6 +71,8 @@ class KeySet:
     signing_kid: str | None
     verification_keys: Mapping[str | None, VerificationKey]
     jwks: Mapping[str, Any] = field(default_factory=lambda: {"keys": []})
+    #: True when the keys come from another server's JWKS (:class:`RemoteKeys`).
+    remote: bool = False
 
     @property
     def can_sign(self) -> bool:
@@ -74,6 +83,8 @@ class KeySet:
 def load_keys(settings: Settings) -> KeySet:
     """Load and check every key ``settings`` names; raise :class:`ConfigError` on a problem."""
     algorithm = settings.algorithm
+    if settings.jwks_url is not None:
+        return KeySet(algorithm, None, None, RemoteKeys(settings.jwks_url, algorithm), remote=True)
     if settings.is_hmac:
         assert settings.secret_key is not None  # guaranteed by parse_settings
         secret = settings.secret_key.encode("utf-8")
@@ -111,6 +122,95 @@ def load_keys(settings: Settings) -> KeySet:
         verification_keys=verification,
         jwks=jwks,
     )
+
+
+class KeysUnavailable(Exception):
+    """A remote JWKS could not be fetched and no keys are cached."""
+
+
+class RemoteKeys(Mapping[str | None, VerificationKey]):
+    """Verification keys fetched from another jwtapi's JWKS, by ``kid``, cached.
+
+    The set is fetched on first use and again when older than :attr:`max_age`; a ``kid``
+    not in the cache triggers a refetch at most once per :attr:`min_refetch_interval`
+    (so forged ``kid`` values cannot make us hammer the issuer). Only public keys of the
+    configured algorithm, for signatures, are kept; a failed fetch keeps the last good set.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        algorithm: str,
+        min_refetch_interval: float = 60.0,
+        max_age: float = 300.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.algorithm = algorithm
+        self.min_refetch_interval = min_refetch_interval
+        self.max_age = max_age
+        self._client = PyJWKClient(url, cache_keys=False, cache_jwk_set=False, timeout=timeout)
+        self._keys: dict[str, PublicKey] = {}
+        self._fetched_at: float | None = None
+        self._last_miss_refetch = -math.inf
+        self._lock = threading.Lock()
+
+    def __getitem__(self, kid: str | None) -> VerificationKey:
+        if self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age:
+            self._refresh()
+        key = self._keys.get(kid) if kid is not None else None
+        if key is None and kid is not None:
+            now = time.monotonic()
+            if now - self._last_miss_refetch >= self.min_refetch_interval:
+                self._last_miss_refetch = now
+                self._refresh()
+                key = self._keys.get(kid)
+        if key is None:
+            raise KeyError(kid)
+        return key
+
+    def __iter__(self) -> Iterator[str | None]:
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _refresh(self) -> None:
+        with self._lock:
+            try:
+                data = self._client.fetch_data()
+            except PyJWKClientError as exc:
+                log.warning("cannot fetch the JWKS at %s: %s", self.url, exc)
+                if self._fetched_at is None and not self._keys:
+                    raise KeysUnavailable(f"cannot fetch the JWKS at {self.url}") from None
+                return
+            self._keys = self._usable_keys(data)
+            self._fetched_at = time.monotonic()
+
+    def _usable_keys(self, data: Any) -> dict[str, PublicKey]:
+        entries = data.get("keys", []) if isinstance(data, dict) else []
+        keys: dict[str, PublicKey] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+                continue
+            if (
+                entry.get("use", "sig") != "sig"
+                or entry.get("alg", self.algorithm) != self.algorithm
+            ):
+                continue
+            public = {k: v for k, v in entry.items() if k not in _PRIVATE_JWK_MEMBERS}
+            try:
+                key = PyJWK(public, algorithm=self.algorithm).key
+                check_key_type(key, self.algorithm, "JWKS_URL")
+            except (PyJWTError, ConfigError, ValueError, TypeError):
+                continue
+            if isinstance(key, PublicKey):
+                keys[entry["kid"]] = key
+        return keys
+
+
+#: JWK members that hold private or symmetric key material: never used from a JWKS.
+_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 def load_private_key(path: Path, variable: str) -> PrivateKey:

@@ -22,7 +22,7 @@ from jwtapi.settings import Settings
 #: Query parameters whose values never reach a log.
 SECRET_PARAMETERS = ("token", "access_token", "refresh_token", "password", "client_secret")
 _SECRET_VALUE = re.compile(r"(?i)(^|[?&;])(" + "|".join(SECRET_PARAMETERS) + r")=[^&;#\s\"]*")
-ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
+ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms worker=%(p)s'
 
 
 def redact(text: str) -> str:

@@ -46,7 +46,7 @@ _RATE_LIMIT = re.compile(
 
 # Variables the contract defines whose features a later release brings. Setting one to a
 # value that would change behaviour is refused rather than silently ignored.
-_NOT_YET_SUPPORTED = ("JWKS_URL", "REDIS_URL")
+_NOT_YET_SUPPORTED = ("REDIS_URL",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,7 @@ class Settings:
     private_key_file: Path | None = None
     public_key_file: Path | None = None
     extra_public_key_files: tuple[Path, ...] = ()
+    jwks_url: str | None = None
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
     issuer: str = "jwtapi"
@@ -126,7 +127,11 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
     secret = reader.text("SECRET_KEY", strip=False)
     private_key = reader.path("PRIVATE_KEY_FILE")
     public_key = reader.path("PUBLIC_KEY_FILE")
-    if algorithm in HMAC_ALGORITHMS:
+    extra_keys = reader.paths("EXTRA_PUBLIC_KEY_FILES")
+    jwks_url = reader.text("JWKS_URL")
+    if jwks_url is not None:
+        _check_jwks_url(jwks_url, algorithm, private_key, public_key, extra_keys)
+    elif algorithm in HMAC_ALGORITHMS:
         if secret is None:
             raise ConfigError(f"{PREFIX}SECRET_KEY: required for {algorithm}")
         if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
@@ -162,7 +167,8 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         secret_key=secret,
         private_key_file=private_key,
         public_key_file=public_key,
-        extra_public_key_files=reader.paths("EXTRA_PUBLIC_KEY_FILES"),
+        extra_public_key_files=extra_keys,
+        jwks_url=jwks_url,
         access_token_ttl=access_ttl,
         refresh_token_ttl=refresh_ttl,
         issuer=issuer,
@@ -174,6 +180,32 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
         login_rate_limit=login_rate_limit,
     )
+
+
+def _check_jwks_url(
+    url: str,
+    algorithm: str,
+    private_key: Path | None,
+    public_key: Path | None,
+    extra_keys: tuple[Path, ...],
+) -> None:
+    """A verify-only server: an http(s) URL, an asymmetric algorithm, no key files."""
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{PREFIX}JWKS_URL: must be an https:// (or http://) URL")
+    if algorithm in HMAC_ALGORITHMS:
+        raise ConfigError(
+            f"{PREFIX}JWKS_URL: needs an asymmetric {PREFIX}ALGORITHM, not {algorithm}"
+        )
+    for name, value in (
+        ("PRIVATE_KEY_FILE", private_key),
+        ("PUBLIC_KEY_FILE", public_key),
+        ("EXTRA_PUBLIC_KEY_FILES", extra_keys),
+    ):
+        if value:
+            raise ConfigError(
+                f"{PREFIX}{name}: a verify-only server takes its keys from "
+                f"{PREFIX}JWKS_URL only; unset this"
+            )
 
 
 class _Reader:

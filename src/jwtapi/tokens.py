@@ -27,12 +27,13 @@ from jwtapi.exceptions import (
     ExpiredToken,
     ImmatureToken,
     InvalidToken,
+    KeySourceUnavailable,
     MalformedToken,
     WrongAudience,
     WrongIssuer,
     WrongTokenType,
 )
-from jwtapi.keys import KeySet, VerificationKey
+from jwtapi.keys import KeySet, KeysUnavailable, VerificationKey
 from jwtapi.settings import Settings
 
 ACCESS_TYPE = "at+jwt"
@@ -110,6 +111,10 @@ class TokenPair:
     expires_in: int
     scope: str
     family: str
+    #: The refresh token's ``jti``, which its family records as current.
+    refresh_jti: str
+    access_exp: int
+    refresh_exp: int
 
     def response_body(self) -> dict[str, Any]:
         """The RFC 6749 section 5.1 token response."""
@@ -137,7 +142,7 @@ class TokenService:
         self._options: Any = {"require": required, "verify_signature": True}
         self._single_key: VerificationKey | None = (
             next(iter(keys.verification_keys.values()))
-            if len(keys.verification_keys) == 1
+            if not keys.remote and len(keys.verification_keys) == 1
             else None
         )
         self._jwt = jwt.PyJWT()
@@ -155,9 +160,19 @@ class TokenService:
         """Issue an access token and a refresh token of one family (new unless given)."""
         now = int(time.time()) if now is None else now
         family = family or new_id()
+        refresh_jti = new_id()
         access = self.issue(ACCESS_TYPE, subject, family, now, {"scope": scope})
-        refresh = self.issue(REFRESH_TYPE, subject, family, now)
-        return TokenPair(access, refresh, self.access_ttl, scope, family)
+        refresh = self.issue(REFRESH_TYPE, subject, family, now, {"jti": refresh_jti})
+        return TokenPair(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=self.access_ttl,
+            scope=scope,
+            family=family,
+            refresh_jti=refresh_jti,
+            access_exp=now + self.access_ttl,
+            refresh_exp=now + self.refresh_ttl,
+        )
 
     def issue(
         self,
@@ -217,7 +232,10 @@ class TokenService:
     def _key_for(self, token: str) -> VerificationKey:
         """Pick the configured key the header's ``kid`` names (several keys configured)."""
         kid = jwt.get_unverified_header(token).get("kid")
-        key = self._keys.verification_keys.get(kid) if isinstance(kid, str) else None
+        try:
+            key = self._keys.verification_keys.get(kid) if isinstance(kid, str) else None
+        except KeysUnavailable:
+            raise KeySourceUnavailable() from None
         if key is None:
             raise BadSignature("bad signature: unknown key id")
         return key
@@ -232,6 +250,14 @@ class TokenService:
             and kid not in self._keys.verification_keys
         ):
             raise BadSignature("bad signature: unknown key id")
+
+
+def revocation_keys(token: Token) -> list[str]:
+    """The revocation-store keys that can revoke ``token``: its ``jti`` and its family."""
+    keys = [f"jti:{token.jti}"]
+    if token.sid:
+        keys.append(f"sid:{token.sid}")
+    return keys
 
 
 def new_id() -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from jwtapi.passwords import Passwords
+from jwtapi.sessions import Sessions
 from jwtapi.stores import UserStore
 
 SERVICE_KEY = "jwtapi.service"
@@ -17,7 +17,7 @@ class Service:
     """What the service's routes need beyond :class:`~jwtapi.extension.AuthState`."""
 
     users: UserStore
-    passwords: Passwords
+    sessions: Sessions
 
 
 def service() -> Service:
@@ -32,6 +32,7 @@ def register_routes(app: Flask, svc: Service, can_issue: bool) -> None:
 
     app.extensions[SERVICE_KEY] = svc
     if can_issue:
-        app.register_blueprint(auth.bp)
+        app.register_blueprint(auth.issuing)
+    app.register_blueprint(auth.bp)
     app.register_blueprint(protected.bp)
     app.register_blueprint(meta.bp)

@@ -1,37 +1,76 @@
-"""``POST /login``: HTTP Basic credentials in, an RFC 6749 token response out."""
+"""``/login``, ``/refresh`` and ``/logout``: the token lifecycle over HTTP."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from jwtapi.errors import abort_auth
-from jwtapi.exceptions import InvalidCredentials
-from jwtapi.extension import auth_state
+from jwtapi.exceptions import AuthError, InvalidRequest, MissingToken
+from jwtapi.extension import current_token, token_required
 from jwtapi.routes import service
 from jwtapi.tokens import TokenPair
-from jwtapi.transport import parse_basic
+from jwtapi.transport import bearer_from_header, parse_basic
 
+#: Routes that issue tokens: not served by a verify-only server.
+issuing = Blueprint("issuing", __name__)
 bp = Blueprint("auth", __name__)
 
 
-@bp.post("/login")
+@issuing.post("/login")
 def login() -> Response:
     """Exchange HTTP Basic credentials for an access token and a refresh token.
 
     An unknown user and a wrong password get the same answer after the same work (a
     dummy argon2 verification); a hash with outdated parameters is upgraded on success.
     """
-    svc = service()
     try:
         username, password = parse_basic(request.headers.get("Authorization"))
-    except InvalidCredentials as error:
+        pair = service().sessions.login(username, password)
+    except AuthError as error:
         raise abort_auth(error) from None
-    user = svc.users.get(username)
-    if not svc.passwords.verify(user.password_hash if user else None, password) or user is None:
-        raise abort_auth(InvalidCredentials())
-    if svc.passwords.needs_rehash(user.password_hash):
-        svc.users.upgrade_hash(user.name, user.password_hash, svc.passwords.hash(password))
-    return token_response(auth_state().tokens.issue_pair(user.name, user.scope))
+    return token_response(pair)
+
+
+@issuing.post("/refresh")
+def refresh() -> Response:
+    """Rotate a refresh token (``Authorization: Bearer``) into a new token pair."""
+    try:
+        raw = bearer_from_header(request.headers.get("Authorization"))
+        if raw is None:
+            raise MissingToken("no refresh token in the Authorization header")
+        pair = service().sessions.refresh(raw)
+    except AuthError as error:
+        raise abort_auth(error) from None
+    return token_response(pair)
+
+
+@bp.post("/logout")
+@token_required
+def logout() -> Response:
+    """Revoke this login (the access token's family) and, if given, the refresh token's."""
+    try:
+        raw_refresh = _refresh_token_from_body()
+        service().sessions.logout(current_token, raw_refresh)
+    except AuthError as error:
+        raise abort_auth(error) from None
+    return Response(status=204)
+
+
+def _refresh_token_from_body() -> str | None:
+    """``refresh_token`` from an optional JSON object body."""
+    if not request.content_length and not request.data:
+        return None
+    body: Any = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest('the body must be a JSON object like {"refresh_token": "..."}')
+    value = body.get("refresh_token")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("refresh_token must be a string")
+    return value
 
 
 def token_response(pair: TokenPair) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,3 +89,76 @@ def normalize_scope(scope: str | Sequence[str]) -> str:
         if not _SCOPE_TOKEN.match(token):
             raise StoreError(f"invalid scope token {token!r}")
     return " ".join(dict.fromkeys(tokens))
+
+
+class Rotation(enum.Enum):
+    """What :meth:`FamilyStore.rotate` found."""
+
+    ROTATED = "rotated"
+    #: The presented refresh token was already retired: reuse (RFC 9700 section 4.14.2).
+    REUSED = "reused"
+    #: The family was revoked, expired or never existed.
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One login's tokens: the refresh token now current, and the newest access token."""
+
+    sid: str
+    subject: str
+    current_jti: str
+    access_exp: int
+    expires_at: int
+    revoked: bool
+
+
+class FamilyStore(Protocol):
+    """Refresh-token families (sessions): rotation and reuse detection."""
+
+    def start(
+        self,
+        sid: str,
+        subject: str,
+        password_hash: str,
+        refresh_jti: str,
+        access_exp: int,
+        expires_at: int,
+    ) -> bool:
+        """Record a new login's family, only if ``subject`` still has ``password_hash``.
+
+        Returns False (and records nothing) when the password changed or the user was
+        removed since it was checked, so no token outlives that change.
+        """
+
+    def rotate(
+        self, sid: str, presented_jti: str, new_jti: str, access_exp: int, expires_at: int
+    ) -> Rotation:
+        """Atomically retire ``presented_jti`` for ``new_jti``: of two concurrent calls
+        with the same token, exactly one gets :attr:`Rotation.ROTATED`."""
+
+    def get(self, sid: str) -> Family | None:
+        """The family ``sid``, or None."""
+
+    def mark_revoked(self, sids: Sequence[str]) -> None:
+        """Mark families revoked: their refresh tokens never rotate again."""
+
+    def of_subject(self, subject: str) -> Sequence[Family]:
+        """The families of ``subject`` not yet revoked."""
+
+
+class RevocationStore(Protocol):
+    """Revoked token and family ids, each kept until the tokens it covers expire.
+
+    Keys are ``jti:<jti>`` or ``sid:<sid>``; every lookup is by primary key, so its cost
+    does not grow with the number of revocations.
+    """
+
+    def revoke(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Revoke each ``(key, expires_at)``, durably, before returning."""
+
+    def is_revoked(self, keys: Sequence[str]) -> bool:
+        """True when any of ``keys`` is revoked."""
+
+    def purge(self, now: int) -> int:
+        """Forget revocations whose tokens have all expired; return how many."""

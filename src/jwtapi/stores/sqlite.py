@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from jwtapi.stores.base import (
+    Family,
+    Rotation,
     StoreUnavailable,
     UnknownUser,
     User,
@@ -34,6 +36,23 @@ MIGRATIONS: tuple[str, ...] = (
         created_at INTEGER NOT NULL,
         tokens_valid_after INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
+    """,
+    """
+    CREATE TABLE families (
+        sid TEXT PRIMARY KEY NOT NULL,
+        subject TEXT NOT NULL,
+        current_jti TEXT NOT NULL,
+        access_exp INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX families_subject ON families (subject);
+    CREATE INDEX families_expires_at ON families (expires_at);
+    CREATE TABLE revocations (
+        key TEXT PRIMARY KEY NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX revocations_expires_at ON revocations (expires_at);
     """,
 )
 
@@ -173,6 +192,119 @@ class SQLiteUserStore:
             self.db.connection().execute("SELECT 1 FROM users LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"database error: {exc}") from None
+
+
+class SQLiteFamilyStore:
+    """:class:`~jwtapi.stores.base.FamilyStore` in a SQLite file.
+
+    Rotation runs in a ``BEGIN IMMEDIATE`` transaction, which holds the database's write
+    lock from its first statement: two rotations of one family cannot interleave.
+    """
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    def start(
+        self,
+        sid: str,
+        subject: str,
+        password_hash: str,
+        refresh_jti: str,
+        access_exp: int,
+        expires_at: int,
+    ) -> bool:
+        """Record a new family, only if ``subject`` still has ``password_hash``."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM families WHERE expires_at < ?", (now(),))
+            cursor = conn.execute(
+                "INSERT INTO families (sid, subject, current_jti, access_exp, expires_at) "
+                "SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM users WHERE name = ? AND password_hash = ?)",
+                (sid, subject, refresh_jti, access_exp, expires_at, subject, password_hash),
+            )
+            return cursor.rowcount == 1
+
+    def rotate(
+        self, sid: str, presented_jti: str, new_jti: str, access_exp: int, expires_at: int
+    ) -> Rotation:
+        """Retire ``presented_jti`` for ``new_jti``, atomically."""
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT current_jti, revoked, expires_at FROM families WHERE sid = ?", (sid,)
+            ).fetchone()
+            if row is None or row[1] or row[2] < now():
+                return Rotation.GONE
+            if row[0] != presented_jti:
+                return Rotation.REUSED
+            conn.execute(
+                "UPDATE families SET current_jti = ?, access_exp = ?, expires_at = ? WHERE sid = ?",
+                (new_jti, access_exp, expires_at, sid),
+            )
+            return Rotation.ROTATED
+
+    def get(self, sid: str) -> Family | None:
+        """The family ``sid``, or None."""
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT sid, subject, current_jti, access_exp, expires_at, revoked "
+                "FROM families WHERE sid = ?",
+                (sid,),
+            )
+            .fetchone()
+        )
+        return _family(row) if row else None
+
+    def mark_revoked(self, sids: Sequence[str]) -> None:
+        """Mark families revoked."""
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE families SET revoked = 1 WHERE sid = ?", [(s,) for s in sids])
+
+    def of_subject(self, subject: str) -> Sequence[Family]:
+        """The families of ``subject`` not yet revoked."""
+        rows = self.db.connection().execute(
+            "SELECT sid, subject, current_jti, access_exp, expires_at, revoked "
+            "FROM families WHERE subject = ? AND revoked = 0",
+            (subject,),
+        )
+        return [_family(row) for row in rows]
+
+
+class SQLiteRevocationStore:
+    """:class:`~jwtapi.stores.base.RevocationStore` in a SQLite table keyed by token id."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    def revoke(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Record revocations (committed before returning), and purge expired ones."""
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO revocations (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "expires_at = max(expires_at, excluded.expires_at)",
+                entries,
+            )
+            conn.execute("DELETE FROM revocations WHERE expires_at < ?", (now(),))
+
+    def is_revoked(self, keys: Sequence[str]) -> bool:
+        """True when any of ``keys`` is revoked (primary-key lookups only)."""
+        marks = ",".join("?" * len(keys))
+        row = (
+            self.db.connection()
+            .execute(f"SELECT 1 FROM revocations WHERE key IN ({marks}) LIMIT 1", keys)  # noqa: S608
+            .fetchone()
+        )
+        return row is not None
+
+    def purge(self, now: int) -> int:
+        """Forget revocations whose tokens have all expired."""
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM revocations WHERE expires_at < ?", (now,)).rowcount
+
+
+def _family(row: tuple[str, str, str, int, int, int]) -> Family:
+    return Family(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 def now() -> int:

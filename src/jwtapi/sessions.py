@@ -1,0 +1,143 @@
+"""The token lifecycle, free of Flask: login, refresh with rotation, logout, revocation.
+
+Every token of one login shares a family id (``sid``). A family records the refresh token
+that is current; :meth:`Sessions.refresh` retires it for a new one atomically, and treats a
+retired one presented again as reuse: the whole family is revoked, the newest access token
+included (RFC 9700 section 4.14.2). Revoking a family writes ``sid:<sid>`` to the
+revocation store first, so its access tokens are refused from that moment, then marks the
+family so its refresh tokens never rotate again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from jwtapi.exceptions import (
+    InvalidCredentials,
+    InvalidRequest,
+    InvalidToken,
+    MalformedToken,
+    RevokedToken,
+)
+from jwtapi.passwords import Passwords
+from jwtapi.stores import FamilyStore, RevocationStore, Rotation, UserStore
+from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair, TokenService, revocation_keys
+
+
+class Revoker:
+    """Revokes families and users' tokens; needs no keys, so the CLI uses it too."""
+
+    def __init__(self, families: FamilyStore, revocations: RevocationStore) -> None:
+        self.families = families
+        self.revocations = revocations
+
+    def revoke_families(
+        self,
+        sids: Iterable[str],
+        not_before: int = 0,
+        also: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Revoke every token of the families ``sids`` (and the ``also`` entries).
+
+        Each revocation is kept until the newest access token of its family expires (and
+        at least until ``not_before``); refresh tokens are stopped by the family mark.
+        """
+        sids = sorted(set(sids))
+        now = int(time.time())
+        entries = list(also)
+        for sid in sids:
+            family = self.families.get(sid)
+            expires = max(family.access_exp if family else 0, not_before, now)
+            entries.append((f"sid:{sid}", expires))
+        if entries:
+            self.revocations.revoke(entries)
+        if sids:
+            self.families.mark_revoked(sids)
+
+    def revoke_user(self, subject: str) -> int:
+        """Revoke every token issued to ``subject`` so far; return how many logins."""
+        sids = [family.sid for family in self.families.of_subject(subject)]
+        self.revoke_families(sids)
+        return len(sids)
+
+    def check(self, token: Token) -> None:
+        """Raise :class:`RevokedToken` when ``token`` or its family was revoked."""
+        if self.revocations.is_revoked(revocation_keys(token)):
+            raise RevokedToken()
+
+
+class Sessions:
+    """Login, refresh and logout over the stores and the token service."""
+
+    def __init__(
+        self,
+        tokens: TokenService,
+        users: UserStore,
+        revoker: Revoker,
+        passwords: Passwords,
+    ) -> None:
+        self.tokens = tokens
+        self.users = users
+        self.revoker = revoker
+        self.families = revoker.families
+        self.passwords = passwords
+
+    def login(self, username: str, password: str) -> TokenPair:
+        """Check the password (same cost for unknown users) and start a new family."""
+        user = self.users.get(username)
+        if not self.passwords.verify(user.password_hash if user else None, password):
+            raise InvalidCredentials()
+        assert user is not None  # verify(None, ...) is always False
+        password_hash = user.password_hash
+        if self.passwords.needs_rehash(password_hash):
+            upgraded = self.passwords.hash(password)
+            if self.users.upgrade_hash(user.name, password_hash, upgraded):
+                password_hash = upgraded
+        pair = self.tokens.issue_pair(user.name, user.scope)
+        # Recorded only if the password is still the one just checked: a login racing
+        # `jwtapi users passwd` or `remove` gets no token that outlives the change.
+        if not self.families.start(
+            pair.family, user.name, password_hash, pair.refresh_jti, pair.access_exp,
+            pair.refresh_exp,
+        ):  # fmt: skip
+            raise InvalidCredentials()
+        return pair
+
+    def refresh(self, raw_token: str) -> TokenPair:
+        """Rotate a refresh token; on reuse revoke its whole family and refuse."""
+        token = self.tokens.verify(raw_token, REFRESH_TYPE)
+        if token.sid is None:
+            raise MalformedToken("malformed token: no sid claim")
+        self.revoker.check(token)
+        user = self.users.get(token.sub)
+        if user is None:
+            raise RevokedToken()
+        pair = self.tokens.issue_pair(user.name, user.scope, family=token.sid)
+        outcome = self.families.rotate(
+            token.sid, token.jti, pair.refresh_jti, pair.access_exp, pair.refresh_exp
+        )
+        if outcome is Rotation.REUSED:
+            self.revoker.revoke_families([token.sid])
+            raise RevokedToken("token revoked: refresh token reused, its login is revoked")
+        if outcome is Rotation.GONE:
+            raise RevokedToken()
+        return pair
+
+    def logout(self, access: Token, raw_refresh: str | None = None) -> None:
+        """Revoke the access token's family and, when given, the refresh token's."""
+        sids = {access.sid} if access.sid else set()
+        if raw_refresh is not None:
+            try:
+                refresh = self.tokens.verify(raw_refresh, REFRESH_TYPE)
+            except InvalidToken as error:
+                raise InvalidRequest(
+                    f"refresh_token is not a valid refresh token: {error.description}"
+                ) from None
+            if refresh.sub != access.sub:
+                raise InvalidRequest("refresh_token belongs to another user")
+            if refresh.sid:
+                sids.add(refresh.sid)
+        self.revoker.revoke_families(
+            sids, not_before=access.exp, also=[(f"jti:{access.jti}", access.exp)]
+        )
