@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,12 @@ from flask.testing import FlaskClient
 from werkzeug.exceptions import HTTPException
 
 from jwtapi import JWTAuth, current_token, get_current_token, token_required
+
+
+@pytest.fixture(autouse=True)
+def _database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The revocation store of each app in a temporary file, not in the working tree."""
+    monkeypatch.setenv("JWTAPI_DATABASE", str(tmp_path / "library.sqlite3"))
 
 
 def make_app(**config: Any) -> tuple[Flask, JWTAuth]:

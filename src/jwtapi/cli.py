@@ -136,7 +136,7 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
         user = users.add(args.name, password_hash, args.scope)
         print(f"added user {user.name}" + (f" with scope {user.scope!r}" if user.scope else ""))
     else:
-        users.set_password(args.name, password_hash, int(time.time()))
+        users.set_password(args.name, password_hash)
         logins = revoker.revoke_user(args.name)
         print(
             f"changed the password of {args.name}; revoked the tokens of {logins} earlier login(s)"

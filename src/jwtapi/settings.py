@@ -33,8 +33,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )  # fmt: skip
 ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 
-#: RFC 7518 section 3.2: an HMAC key at least as long as the hash output; 32 bytes for all.
-MIN_SECRET_BYTES = 32
+#: RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 DEFAULT_DATABASE = "instance/jwtapi.sqlite3"
 
@@ -134,10 +134,10 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
     elif algorithm in HMAC_ALGORITHMS:
         if secret is None:
             raise ConfigError(f"{PREFIX}SECRET_KEY: required for {algorithm}")
-        if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        if len(secret.encode("utf-8")) < MIN_SECRET_BYTES[algorithm]:
             raise ConfigError(
                 f"{PREFIX}SECRET_KEY: too short for {algorithm}; "
-                f"use at least {MIN_SECRET_BYTES} bytes of random text"
+                f"use at least {MIN_SECRET_BYTES[algorithm]} bytes of random text"
             )
     elif private_key is None and public_key is None:
         raise ConfigError(

@@ -37,8 +37,6 @@ class User:
     password_hash: str
     scope: str
     created_at: int
-    #: Tokens issued before this time (seconds since the epoch) are no longer valid.
-    tokens_valid_after: int
 
 
 class UserStore(Protocol):
@@ -59,8 +57,8 @@ class UserStore(Protocol):
     def remove(self, name: str) -> None:
         """Delete a user; raise :class:`UnknownUser` if there is none."""
 
-    def set_password(self, name: str, password_hash: str, now: int) -> None:
-        """Replace a password and invalidate every token issued before ``now``."""
+    def set_password(self, name: str, password_hash: str) -> None:
+        """Replace a password (revoking earlier tokens is :class:`~jwtapi.sessions.Revoker`'s)."""
 
     def upgrade_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` only if it is still the stored one."""

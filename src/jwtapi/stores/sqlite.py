@@ -33,8 +33,7 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY NOT NULL,
         password_hash TEXT NOT NULL,
         scope TEXT NOT NULL DEFAULT '',
-        created_at INTEGER NOT NULL,
-        tokens_valid_after INTEGER NOT NULL DEFAULT 0
+        created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
     """
@@ -127,8 +126,7 @@ class SQLiteUserStore:
         row = (
             self.db.connection()
             .execute(
-                "SELECT name, password_hash, scope, created_at, tokens_valid_after "
-                "FROM users WHERE name = ?",
+                "SELECT name, password_hash, scope, created_at FROM users WHERE name = ?",
                 (name,),
             )
             .fetchone()
@@ -137,13 +135,13 @@ class SQLiteUserStore:
 
     def add(self, name: str, password_hash: str, scope: str) -> User:
         """Create a user; raise :class:`UserExists` if the name is taken."""
-        user = User(validate_username(name), password_hash, normalize_scope(scope), now(), 0)
+        user = User(validate_username(name), password_hash, normalize_scope(scope), now())
         try:
             with self.db.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO users (name, password_hash, scope, created_at, "
-                    "tokens_valid_after) VALUES (?, ?, ?, ?, ?)",
-                    (user.name, user.password_hash, user.scope, user.created_at, 0),
+                    "INSERT INTO users (name, password_hash, scope, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (user.name, user.password_hash, user.scope, user.created_at),
                 )
         except sqlite3.IntegrityError:
             raise UserExists(f"user {name!r} already exists") from None
@@ -152,8 +150,7 @@ class SQLiteUserStore:
     def list(self) -> Sequence[User]:
         """Every user, by name."""
         rows = self.db.connection().execute(
-            "SELECT name, password_hash, scope, created_at, tokens_valid_after "
-            "FROM users ORDER BY name"
+            "SELECT name, password_hash, scope, created_at FROM users ORDER BY name"
         )
         return [User(*row) for row in rows]
 
@@ -167,12 +164,11 @@ class SQLiteUserStore:
             if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 raise UnknownUser(f"no user {name!r}")
 
-    def set_password(self, name: str, password_hash: str, now: int) -> None:
-        """Replace a password and invalidate every token issued before ``now``."""
+    def set_password(self, name: str, password_hash: str) -> None:
+        """Replace a password."""
         with self.db.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE users SET password_hash = ?, tokens_valid_after = ? WHERE name = ?",
-                (password_hash, now, name),
+                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
             )
             if cursor.rowcount == 0:
                 raise UnknownUser(f"no user {name!r}")
