@@ -10,12 +10,13 @@ unexpected exception, which is logged server-side and answered with a generic 50
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
 
@@ -26,8 +27,12 @@ log = logging.getLogger("jwtapi")
 
 
 def json_body(error: str, description: str) -> str:
-    """The JSON text of an error body: ``{"error": ..., "error_description": ...}``."""
-    return json.dumps({"error": error, "error_description": description})
+    """The JSON text of an error body: ``{"error": ..., "error_description": ...}``.
+
+    Compact and newline-terminated, as Flask's ``jsonify`` writes success bodies.
+    """
+    body = {"error": error, "error_description": description}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
 def challenge(error: AuthError) -> str | None:
