@@ -182,10 +182,10 @@ def test_quickstart_writes_env_and_first_user_once(tmp_path: Path) -> None:
     (tmp_path / ".env.example").write_text((repo / ".env.example").read_text())
     env = {k: v for k, v in base_env(tmp_path).items() if not k.startswith("JWTAPI_")}
 
-    def quickstart() -> subprocess.CompletedProcess[str]:
+    def quickstart(cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "jwtapi.quickstart"],
-            cwd=tmp_path,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -216,15 +216,7 @@ def test_quickstart_writes_env_and_first_user_once(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / ".env.example").write_text((repo / ".env.example").read_text())
-    third = subprocess.run(
-        [sys.executable, "-m", "jwtapi.quickstart"],
-        cwd=other,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    third = quickstart(other)
     assert third.returncode == 0
     other_secret = re.search(r"(?m)^JWTAPI_SECRET_KEY=(\S+)$", (other / ".env").read_text())
     assert other_secret is not None
