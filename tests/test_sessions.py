@@ -495,3 +495,38 @@ def test_revocations_survive_a_restart(
     restarted = open_stores(settings.database)
     fresh = Revoker(restarted.families, restarted.revocations)
     assert refused(fresh, access(tokens, pair))
+
+
+# Revocations and the leeway; revocation racing a refresh -----------------------------------
+
+
+def test_revocations_outlive_the_leeway(
+    sessions: Sessions, stores: Stores, tokens: TokenService, db_path: Path
+) -> None:
+    """A token is accepted until exp + leeway, so its revocation must last that long."""
+    leeway_revoker = Revoker(stores.families, stores.revocations, leeway=30)
+    pair = login(sessions, "alice")
+    leeway_revoker.revoke_families([pair.family])
+    assert revocation_rows(db_path)[f"sid:{pair.family}"] == pair.access_exp + 30
+    stores.revocations.purge(pair.access_exp + 29)
+    assert refused(leeway_revoker, access(tokens, pair))
+
+
+def test_revocation_covers_the_access_token_of_a_refresh_that_won_the_race(
+    sessions: Sessions, stores: Stores, revoker: Revoker, db_path: Path
+) -> None:
+    pair = login(sessions, "alice")
+    later_exp = pair.access_exp + 500
+    rotated = stores.families.rotate(
+        pair.family, pair.refresh_jti, "next-jti", later_exp, pair.refresh_exp
+    )
+    assert rotated is Rotation.ROTATED
+    revoker.revoke_families([pair.family])
+    assert revocation_rows(db_path)[f"sid:{pair.family}"] >= later_exp
+    late = stores.families.rotate(pair.family, "next-jti", "too-late", later_exp + 9, 0)
+    assert late is Rotation.GONE
+
+
+def test_mark_revoked_returns_the_final_access_exp(sessions: Sessions, stores: Stores) -> None:
+    pair = login(sessions, "alice")
+    assert stores.families.mark_revoked([pair.family, "unknown"]) == {pair.family: pair.access_exp}

@@ -420,3 +420,39 @@ def test_env_example_parses_once_a_secret_is_set(tmp_path: Path) -> None:
 def test_env_example_without_secret_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="JWTAPI_SECRET_KEY"):
         load_settings(dotenv_path=EXAMPLE)
+
+
+def test_access_ttl_longer_than_refresh_ttl_refused() -> None:
+    message = refused(
+        {
+            "JWTAPI_SECRET_KEY": SECRET,
+            "JWTAPI_ACCESS_TOKEN_TTL": "600",
+            "JWTAPI_REFRESH_TOKEN_TTL": "60",
+        },
+        "JWTAPI_ACCESS_TOKEN_TTL",
+    )
+    assert "REFRESH_TOKEN_TTL" in message
+
+
+@pytest.mark.parametrize("name", ["ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "LEEWAY"])
+def test_durations_are_bounded(name: str) -> None:
+    refused({"JWTAPI_SECRET_KEY": SECRET, f"JWTAPI_{name}": "10000000000000000000"}, name)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "sqlite:///x.db"])
+def test_database_urls_not_yet_supported(url: str) -> None:
+    refused({"JWTAPI_SECRET_KEY": SECRET, "JWTAPI_DATABASE": url}, "JWTAPI_DATABASE")
+
+
+def test_dotenv_is_not_interpolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JWTAPI_SECRET_KEY", raising=False)
+    secret = "literal-${HOME}-" + "x" * 60
+    (tmp_path / ".env").write_text(f"JWTAPI_SECRET_KEY='{secret}'\n")
+    assert load_settings(dotenv_path=tmp_path / ".env").secret_key == secret
+
+
+def test_dotenv_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"JWTAPI_SECRET_KEY=\xff\xfe\n")
+    with pytest.raises(ConfigError, match="UTF-8") as info:
+        load_settings(dotenv_path=tmp_path / ".env")
+    assert "\n" not in str(info.value)

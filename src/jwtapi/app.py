@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
     stores = open_stores(settings.database)
     JWTAuth(app, settings=settings, revocations=stores.revocations)
     tokens = auth_state(app).tokens
-    revoker = Revoker(stores.families, stores.revocations)
+    revoker = Revoker(stores.families, stores.revocations, settings.leeway)
     sessions = Sessions(tokens, stores.users, revoker, Passwords())
     register_routes(app, Service(stores.users, sessions), can_issue=tokens.can_issue)
     register_json_errors(app)

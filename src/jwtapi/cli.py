@@ -117,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _users(args: argparse.Namespace, settings: Settings) -> int:
     stores = open_stores(settings.database)
     users = stores.users
-    revoker = Revoker(stores.families, stores.revocations)
+    revoker = Revoker(stores.families, stores.revocations, settings.leeway)
     if args.action == "list":
         for user in users.list():
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(user.created_at))

@@ -18,11 +18,12 @@ from flask import Flask, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from jwtapi.errors import AuthHTTPException
-from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, RevokedToken
+from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken
 from jwtapi.keys import KeySet, load_keys
+from jwtapi.sessions import ensure_not_revoked
 from jwtapi.settings import PREFIX, Settings, load_settings
 from jwtapi.stores import RevocationStore, open_stores
-from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService, revocation_keys
+from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 
 EXTENSION_KEY = "jwtapi"
@@ -113,8 +114,7 @@ def verify_request(
                 return None
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
-        if state.revocations is not None and state.revocations.is_revoked(revocation_keys(token)):
-            raise RevokedToken()
+        ensure_not_revoked(state.revocations, token)
         if required and not token.has_scopes(required):
             raise InsufficientScope(required)
     except AuthError as error:

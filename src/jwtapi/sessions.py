@@ -26,11 +26,18 @@ from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair, TokenService, revocati
 
 
 class Revoker:
-    """Revokes families and users' tokens; needs no keys, so the CLI uses it too."""
+    """Revokes families and users' tokens; needs no keys, so the CLI uses it too.
 
-    def __init__(self, families: FamilyStore, revocations: RevocationStore) -> None:
+    ``leeway`` is the verification leeway: a token is accepted until ``exp + leeway``, so
+    its revocation must be kept at least that long.
+    """
+
+    def __init__(
+        self, families: FamilyStore, revocations: RevocationStore, leeway: int = 0
+    ) -> None:
         self.families = families
         self.revocations = revocations
+        self.leeway = leeway
 
     def revoke_families(
         self,
@@ -38,22 +45,21 @@ class Revoker:
         not_before: int = 0,
         also: Sequence[tuple[str, int]] = (),
     ) -> None:
-        """Revoke every token of the families ``sids`` (and the ``also`` entries).
+        """Revoke every token of the families ``sids`` (and the ``also`` ``(key, exp)``).
 
-        Each revocation is kept until the newest access token of its family expires (and
-        at least until ``not_before``); refresh tokens are stopped by the family mark.
+        The families are marked first, which stops their refresh tokens and fixes their
+        newest access token's ``exp``; each revocation is then kept until that ``exp``
+        (at least ``not_before``) plus the leeway.
         """
         sids = sorted(set(sids))
+        finals = self.families.mark_revoked(sids) if sids else {}
         now = int(time.time())
-        entries = list(also)
+        entries = [(key, max(exp, now) + self.leeway) for key, exp in also]
         for sid in sids:
-            family = self.families.get(sid)
-            expires = max(family.access_exp if family else 0, not_before, now)
-            entries.append((f"sid:{sid}", expires))
+            expires = max(finals.get(sid, 0), not_before, now)
+            entries.append((f"sid:{sid}", expires + self.leeway))
         if entries:
             self.revocations.revoke(entries)
-        if sids:
-            self.families.mark_revoked(sids)
 
     def revoke_user(self, subject: str) -> int:
         """Revoke every token issued to ``subject`` so far; return how many logins."""
@@ -63,8 +69,13 @@ class Revoker:
 
     def check(self, token: Token) -> None:
         """Raise :class:`RevokedToken` when ``token`` or its family was revoked."""
-        if self.revocations.is_revoked(revocation_keys(token)):
-            raise RevokedToken()
+        ensure_not_revoked(self.revocations, token)
+
+
+def ensure_not_revoked(revocations: RevocationStore, token: Token) -> None:
+    """Raise :class:`RevokedToken` when ``token`` or its family is in ``revocations``."""
+    if revocations.is_revoked(revocation_keys(token)):
+        raise RevokedToken()
 
 
 class Sessions:

@@ -37,6 +37,8 @@ ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 DEFAULT_DATABASE = "instance/jwtapi.sqlite3"
+#: Upper bound of every duration setting: ten years, far from any integer overflow.
+MAX_SECONDS = 10 * 365 * 24 * 3600
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -96,7 +98,13 @@ def read_environment(
     path = dotenv_path if dotenv_path is not None else Path.cwd() / ".env"
     merged: dict[str, Any] = {}
     if path.is_file():
-        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        try:
+            values = dotenv_values(path, interpolate=False, encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(
+                f"{path}: cannot read it as UTF-8 text ({exc.__class__.__name__})"
+            ) from None
+        merged.update({k: v for k, v in values.items() if v is not None})
     merged.update(os.environ)
     if overrides:
         merged.update(overrides)
@@ -147,6 +155,13 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
 
     access_ttl = reader.positive_int("ACCESS_TOKEN_TTL", 900)
     refresh_ttl = reader.positive_int("REFRESH_TOKEN_TTL", 1_209_600)
+    if access_ttl > refresh_ttl:
+        # A login's family lives as long as its refresh token; an access token outliving
+        # it could no longer be revoked through it.
+        raise ConfigError(
+            f"{PREFIX}ACCESS_TOKEN_TTL: {access_ttl} is longer than "
+            f"{PREFIX}REFRESH_TOKEN_TTL ({refresh_ttl}); make it shorter"
+        )
     issuer = reader.text("ISSUER") or "jwtapi"
     rate_limit = reader.text("LOGIN_RATE_LIMIT") or "10/minute"
     if rate_limit.lower() == "off":
@@ -174,12 +189,23 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         issuer=issuer,
         audience=reader.text("AUDIENCE"),
         leeway=reader.non_negative_int("LEEWAY", 0),
-        database=reader.text("DATABASE") or DEFAULT_DATABASE,
+        database=_database(reader.text("DATABASE") or DEFAULT_DATABASE),
         query_token=reader.boolean("QUERY_TOKEN", True),
         cookie_tokens=cookie_tokens,
         trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
         login_rate_limit=login_rate_limit,
     )
+
+
+def _database(value: str) -> str:
+    """A SQLite file path; URLs (``postgresql://``...) are not supported by this version."""
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise ConfigError(
+            f"{PREFIX}DATABASE: {scheme}:// URLs are not supported by this version of "
+            "jwtapi; give a SQLite file path"
+        )
+    return value
 
 
 def _check_jwks_url(
@@ -249,8 +275,10 @@ class _Reader:
             number = value if isinstance(value, int) else int(str(value).strip(), 10)
         except ValueError:
             raise ConfigError(f"{PREFIX}{name}: must be {what}, not {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{PREFIX}{name}: must be {what}, not {number}")
+        if number < minimum or number > MAX_SECONDS:
+            raise ConfigError(
+                f"{PREFIX}{name}: must be {what} of at most {MAX_SECONDS}, not {number}"
+            )
         return number
 
     def positive_int(self, name: str, default: int) -> int:

@@ -138,8 +138,12 @@ class FamilyStore(Protocol):
     def get(self, sid: str) -> Family | None:
         """The family ``sid``, or None."""
 
-    def mark_revoked(self, sids: Sequence[str]) -> None:
-        """Mark families revoked: their refresh tokens never rotate again."""
+    def mark_revoked(self, sids: Sequence[str]) -> dict[str, int]:
+        """Mark families revoked, so their refresh tokens never rotate again.
+
+        Returns each known family's ``access_exp``, read in the same transaction: no
+        rotation can slip in between, so it bounds every access token the family has.
+        """
 
     def of_subject(self, subject: str) -> Sequence[Family]:
         """The families of ``subject`` not yet revoked."""

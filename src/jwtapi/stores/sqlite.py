@@ -251,10 +251,17 @@ class SQLiteFamilyStore:
         )
         return _family(row) if row else None
 
-    def mark_revoked(self, sids: Sequence[str]) -> None:
-        """Mark families revoked."""
+    def mark_revoked(self, sids: Sequence[str]) -> dict[str, int]:
+        """Mark families revoked; their final ``access_exp``, read in the same transaction."""
+        finals: dict[str, int] = {}
         with self.db.transaction() as conn:
-            conn.executemany("UPDATE families SET revoked = 1 WHERE sid = ?", [(s,) for s in sids])
+            for sid in sids:
+                row = conn.execute(
+                    "UPDATE families SET revoked = 1 WHERE sid = ? RETURNING access_exp", (sid,)
+                ).fetchone()
+                if row is not None:
+                    finals[sid] = int(row[0])
+        return finals
 
     def of_subject(self, subject: str) -> Sequence[Family]:
         """The families of ``subject`` not yet revoked."""
@@ -281,7 +288,7 @@ class SQLiteRevocationStore:
                 "expires_at = max(expires_at, excluded.expires_at)",
                 entries,
             )
-            conn.execute("DELETE FROM revocations WHERE expires_at < ?", (now(),))
+            _purge(conn, now())
 
     def is_revoked(self, keys: Sequence[str]) -> bool:
         """True when any of ``keys`` is revoked (primary-key lookups only)."""
@@ -296,7 +303,11 @@ class SQLiteRevocationStore:
     def purge(self, now: int) -> int:
         """Forget revocations whose tokens have all expired."""
         with self.db.transaction() as conn:
-            return conn.execute("DELETE FROM revocations WHERE expires_at < ?", (now,)).rowcount
+            return _purge(conn, now)
+
+
+def _purge(conn: sqlite3.Connection, when: int) -> int:
+    return conn.execute("DELETE FROM revocations WHERE expires_at < ?", (when,)).rowcount
 
 
 def _family(row: tuple[str, str, str, int, int, int]) -> Family:
