@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import time
 from typing import Any
 
@@ -156,6 +157,22 @@ def test_query_token_never_reaches_the_access_log(server: LiveServer) -> None:
     assert token not in log
     assert token.split(".")[2] not in log
     assert PASSWORDS["alice"] not in log
+
+
+@pytest.mark.parametrize("name", ["%74oken", "access%5Ftoken", "TOKEN"])
+def test_encoded_parameter_names_are_redacted_too(server: LiveServer, name: str) -> None:
+    token = str(server.login()["access_token"])
+    requests.get(f"{server.url}/protected?{name}={token}", timeout=10)
+    assert token.split(".")[1] not in server.log()
+
+
+def test_a_malformed_request_line_does_not_leak_its_token(server: LiveServer) -> None:
+    token = str(server.login()["access_token"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /protected?token=" + token.encode() + b"\xff\x01 HTTP/1.1\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert token.split(".")[1] not in server.log()
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt import PyJWK, PyJWKClient
 from jwt.algorithms import get_default_algorithms
-from jwt.exceptions import PyJWKClientError, PyJWTError
+from jwt.exceptions import PyJWTError
 
 from jwtapi.exceptions import ConfigError
 from jwtapi.settings import PREFIX, Settings
@@ -133,8 +133,10 @@ class RemoteKeys(Mapping[str | None, VerificationKey]):
 
     The set is fetched on first use and again when older than :attr:`max_age`; a ``kid``
     not in the cache triggers a refetch at most once per :attr:`min_refetch_interval`
-    (so forged ``kid`` values cannot make us hammer the issuer). Only public keys of the
-    configured algorithm, for signatures, are kept; a failed fetch keeps the last good set.
+    (so forged ``kid`` values cannot make us hammer the issuer), counting failed attempts.
+    Only public keys of the configured algorithm, for signatures, are kept; a failed or
+    malformed answer keeps the last good set. With nothing cached, a fetch is tried at
+    most every :attr:`retry_interval` seconds and :class:`KeysUnavailable` is raised.
     """
 
     def __init__(
@@ -144,27 +146,41 @@ class RemoteKeys(Mapping[str | None, VerificationKey]):
         min_refetch_interval: float = 60.0,
         max_age: float = 300.0,
         timeout: float = 5.0,
+        retry_interval: float = 5.0,
     ) -> None:
         self.url = url
         self.algorithm = algorithm
         self.min_refetch_interval = min_refetch_interval
         self.max_age = max_age
+        self.retry_interval = retry_interval
         self._client = PyJWKClient(url, cache_keys=False, cache_jwk_set=False, timeout=timeout)
         self._keys: dict[str, PublicKey] = {}
         self._fetched_at: float | None = None
-        self._last_miss_refetch = -math.inf
+        self._attempted_at = -math.inf
+        self._miss_refetched_at = -math.inf
         self._lock = threading.Lock()
 
     def __getitem__(self, kid: str | None) -> VerificationKey:
-        if self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age:
-            self._refresh()
+        now = time.monotonic()
+        if self._fetched_at is None:
+            # Nothing cached: try, but not more than every few seconds while it fails.
+            if now - self._attempted_at >= self.retry_interval:
+                self._refresh(now)
+            if self._fetched_at is None:
+                raise KeysUnavailable(f"cannot fetch the JWKS at {self.url}")
+        elif now - self._fetched_at > self.max_age and (
+            now - self._attempted_at >= self.min_refetch_interval
+        ):
+            self._refresh(now)
         key = self._keys.get(kid) if kid is not None else None
-        if key is None and kid is not None:
-            now = time.monotonic()
-            if now - self._last_miss_refetch >= self.min_refetch_interval:
-                self._last_miss_refetch = now
-                self._refresh()
-                key = self._keys.get(kid)
+        if (
+            key is None
+            and kid is not None
+            and (now - self._miss_refetched_at >= self.min_refetch_interval)
+        ):
+            self._miss_refetched_at = now
+            self._refresh(now)
+            key = self._keys.get(kid)
         if key is None:
             raise KeyError(kid)
         return key
@@ -175,20 +191,22 @@ class RemoteKeys(Mapping[str | None, VerificationKey]):
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _refresh(self) -> None:
+    def _refresh(self, now: float) -> None:
+        """Fetch the set; on any failure keep the last good one (and say so in the log)."""
         with self._lock:
+            self._attempted_at = now
             try:
-                data = self._client.fetch_data()
-            except PyJWKClientError as exc:
-                log.warning("cannot fetch the JWKS at %s: %s", self.url, exc)
-                if self._fetched_at is None and not self._keys:
-                    raise KeysUnavailable(f"cannot fetch the JWKS at {self.url}") from None
+                keys = self._usable_keys(self._client.fetch_data())
+            except Exception as exc:
+                log.warning("cannot use the JWKS at %s: %s", self.url, exc.__class__.__name__)
                 return
-            self._keys = self._usable_keys(data)
-            self._fetched_at = time.monotonic()
+            self._keys = keys
+            self._fetched_at = now
 
     def _usable_keys(self, data: Any) -> dict[str, PublicKey]:
-        entries = data.get("keys", []) if isinstance(data, dict) else []
+        entries = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError("not a JWK set")
         keys: dict[str, PublicKey] = {}
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):

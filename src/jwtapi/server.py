@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -19,27 +20,76 @@ from gunicorn.glogging import Logger
 
 from jwtapi.settings import Settings
 
-#: Query parameters whose values never reach a log.
-SECRET_PARAMETERS = ("token", "access_token", "refresh_token", "password", "client_secret")
-_SECRET_VALUE = re.compile(r"(?i)(^|[?&;])(" + "|".join(SECRET_PARAMETERS) + r")=[^&;#\s\"]*")
+#: Query parameters whose values never reach a log (names compared after decoding).
+SECRET_PARAMETERS = frozenset(
+    {"token", "access_token", "refresh_token", "password", "client_secret"}
+)
+_PARAMETER = re.compile(r"(^|[?&;])([^=&;#\s\"]*)=([^&;#\s\"]*)")
+#: A JWS compact token: its header is base64url JSON, so it always starts with "eyJ".
+_JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
 ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms worker=%(p)s'
 
 
 def redact(text: str) -> str:
-    """``text`` with the value of every token-bearing query parameter replaced."""
-    return _SECRET_VALUE.sub(r"\1\2=[redacted]", text)
+    """``text`` without secrets: values of secret parameters, and anything shaped like a JWT.
+
+    Parameter names are percent-decoded first, so ``?%74oken=...`` is caught too.
+    """
+
+    def parameter(match: re.Match[str]) -> str:
+        if unquote_plus(match.group(2)).lower() in SECRET_PARAMETERS:
+            return f"{match.group(1)}{match.group(2)}=[redacted]"
+        return match.group(0)
+
+    return _JWT_SHAPE.sub("[redacted]", _PARAMETER.sub(parameter, text))
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]
-    """gunicorn's logger, with token values removed from every access-log field."""
+    """gunicorn's logger, with secrets removed from the access log and the error log.
+
+    gunicorn's error log can quote a raw request line (``Invalid HTTP request line: ...``),
+    so every message is redacted, not just access-log fields.
+    """
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         """The access-log fields, query strings and referrers redacted."""
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        for name in ("r", "q", "f", "{raw_uri}e"):
+        for name in ("r", "q", "f", "U", "{raw_uri}e"):
             if isinstance(atoms.get(name), str):
                 atoms[name] = redact(atoms[name])
         return atoms
+
+    def critical(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log a redacted critical message."""
+        super().critical("%s", _format(msg, args), **kwargs)
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log a redacted error message."""
+        super().error("%s", _format(msg, args), **kwargs)
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log a redacted warning."""
+        super().warning("%s", _format(msg, args), **kwargs)
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log a redacted informational message."""
+        super().info("%s", _format(msg, args), **kwargs)
+
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log a redacted debug message."""
+        super().debug("%s", _format(msg, args), **kwargs)
+
+    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log a redacted message with the current exception."""
+        super().exception("%s", _format(msg, args), **kwargs)
+
+
+def _format(msg: Any, args: tuple[Any, ...]) -> str:
+    try:
+        text = str(msg) % args if args else str(msg)
+    except (TypeError, ValueError):
+        text = " ".join([str(msg), *map(str, args)])
+    return redact(text)
 
 
 @dataclass(frozen=True, slots=True)

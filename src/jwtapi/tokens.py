@@ -220,7 +220,7 @@ class TokenService:
             raise _translate(exc) from None
         header: dict[str, Any] = decoded["header"]
         claims: dict[str, Any] = decoded["payload"]
-        self._check_header(header)
+        self._check_header(header, kid_checked=self._single_key is None)
         if str(header.get("typ", "")).lower() not in _TYPE_ALIASES[expected_type]:
             raise WrongTokenType()
         if not isinstance(claims.get("scope", ""), str) or not isinstance(
@@ -240,12 +240,13 @@ class TokenService:
             raise BadSignature("bad signature: unknown key id")
         return key
 
-    def _check_header(self, header: Mapping[str, Any]) -> None:
+    def _check_header(self, header: Mapping[str, Any], kid_checked: bool) -> None:
         if "crit" in header:
             raise MalformedToken("malformed token: unsupported critical header")
         kid = header.get("kid")
         if (
-            kid is not None
+            not kid_checked
+            and kid is not None
             and not self._keys.algorithm.startswith("HS")
             and kid not in self._keys.verification_keys
         ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -55,16 +56,22 @@ def logout() -> Response:
         service().sessions.logout(current_token, raw_refresh)
     except AuthError as error:
         raise abort_auth(error) from None
-    return Response(status=204)
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
 
 
 def _refresh_token_from_body() -> str | None:
     """``refresh_token`` from an optional JSON object body."""
-    if not request.content_length and not request.data:
+    data = request.get_data(cache=False)
+    if not data.strip():
         return None
-    body: Any = request.get_json(silent=True)
+    try:
+        body: Any = json.loads(data)
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
-        raise InvalidRequest('the body must be a JSON object like {"refresh_token": "..."}')
+        raise InvalidRequest("the body must be a JSON object with a refresh_token member")
     value = body.get("refresh_token")
     if value is None:
         return None
