@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import base_env, run_cli
+from conftest import JWTAPI, base_env, free_port, run_cli
 
 from jwtapi.keys import load_public_key
 from jwtapi.passwords import Passwords
@@ -224,3 +225,43 @@ def test_quickstart_writes_env_and_first_user_once(tmp_path: Path) -> None:
     other_password = re.search(r"with password: (\S+)", third.stdout)
     assert other_password is not None
     assert other_password.group(1) != password.group(1)
+
+
+def test_a_password_that_is_not_utf8_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [JWTAPI, "users", "add", "bob", "--password-stdin"],
+        env=env,
+        cwd=tmp_path,
+        input=b"p\xffassword123\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().count("\n") == 0
+    assert b"UTF-8" in result.stderr
+    assert run_cli(["users", "list"], env, tmp_path).stdout == ""
+
+
+def test_serve_refuses_a_bad_certificate_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    result = run_cli(
+        ["serve", "--port", str(free_port()), "--certfile", "bad.pem", "--keyfile", "bad.pem"],
+        env,
+        tmp_path,
+    )
+    assert_one_line_error(result, "--certfile")
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["serve", "--port", str(port)], env, tmp_path)
+    assert_one_line_error(result, "--port", str(port))
+
+
+def test_serve_refuses_an_unknown_host_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli(["serve", "--host", "no.such.host.invalid"], env, tmp_path)
+    assert_one_line_error(result, "--host")

@@ -113,6 +113,7 @@ def test_logout_revokes_that_login_only(live: LiveServer) -> None:
     response = live.post("/logout", gone["access_token"])
     assert response.status_code == 204
     assert response.content == b""
+    assert "Content-Type" not in response.headers
     assert_revoked(live.get("/protected", gone["access_token"]))
     assert_revoked(refresh(live, gone["refresh_token"]))
     assert live.get("/protected", kept["access_token"]).status_code == 200
@@ -133,8 +134,15 @@ def test_logout_with_the_refresh_token_of_another_login(live: LiveServer) -> Non
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[1, 2]", b'{"refresh_token": 5}', b'{"refresh_token": "x.y.z"}'],
-    ids=["not-json", "not-object", "not-string", "not-a-token"],
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"refresh_token": 5}',
+        b'{"refresh_token": "x.y.z"}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"refresh_token": "\xff"}',
+    ],
+    ids=["not-json", "not-object", "not-string", "not-a-token", "deeply-nested", "not-utf8"],
 )
 def test_logout_with_a_bad_body_is_400_and_changes_nothing(live: LiveServer, body: bytes) -> None:
     tokens = live.login()

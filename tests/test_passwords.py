@@ -102,3 +102,9 @@ def test_policy_minimum_is_at_least_eight() -> None:
     assert MIN_PASSWORD_LENGTH >= 8  # OWASP ASVS 2.1.1 asks for at least 8 (12 advised)
     with pytest.raises(PasswordPolicyError):
         check_password_policy("1234567")
+
+
+def test_a_stronger_hash_is_not_downgraded() -> None:
+    stronger = Passwords(time_cost=3, memory_cost=32768, parallelism=2).hash("pw-long-enough")
+    assert not Passwords().needs_rehash(stronger)
+    assert Passwords().needs_rehash(Passwords(time_cost=1).hash("pw-long-enough"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -107,11 +109,38 @@ def _serve(args: argparse.Namespace) -> int:
     for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
         if path is not None and not path.is_file():
             raise CommandError(f"{flag}: cannot read {path}")
+    if args.certfile is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.certfile, args.keyfile
+            )
+        except (ssl.SSLError, OSError):
+            raise CommandError(
+                "--certfile/--keyfile: not a PEM certificate and its matching private key"
+            ) from None
+    _check_listen(args.host, args.port)
     settings = load_settings()
     app = create_app(settings=settings)
     options = ServeOptions(args.host, args.port, args.workers, args.certfile, args.keyfile)
     serve(app, settings, options)
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse at once, in one line, an address gunicorn could not listen on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise CommandError(f"--host: cannot resolve {host}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CommandError(
+                f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,7 +176,11 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
 def _read_password(from_stdin: bool) -> str:
     """A new password from stdin (one line) or typed twice at a terminal prompt."""
     if from_stdin:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        try:
+            line = sys.stdin.buffer.readline().decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandError("the password on stdin is not UTF-8 text") from None
+        password = line.removesuffix("\n").removesuffix("\r")
     else:
         if not sys.stdin.isatty():
             raise CommandError("no terminal to ask for the password on: use --password-stdin")

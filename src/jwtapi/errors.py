@@ -20,7 +20,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
 
-from jwtapi.exceptions import AuthError, InsufficientScope, InvalidCredentials
+from jwtapi.exceptions import AuthError, InsufficientScope, InvalidCredentials, MissingToken
 
 REALM = "jwtapi"
 log = logging.getLogger("jwtapi")
@@ -39,13 +39,15 @@ def challenge(error: AuthError) -> str | None:
     """The ``WWW-Authenticate`` value for ``error``, or None when it takes none."""
     if isinstance(error, InvalidCredentials):
         return f'Basic realm="{REALM}", charset="UTF-8"'
-    if error.status == 401 and error.error == "missing_token":
+    if isinstance(error, MissingToken):
         # RFC 6750 section 3.1: no error code when the request had no authentication.
         return f'Bearer realm="{REALM}"'
     parts = [f'realm="{REALM}"', f'error="{error.error}"']
-    parts.append(f'error_description="{_quotable(error.description)}"')
     if isinstance(error, InsufficientScope):
+        # Contract section 3: exactly error and scope; the body carries the description.
         parts.append(f'scope="{_quotable(error.scope)}"')
+    else:
+        parts.append(f'error_description="{_quotable(error.description)}"')
     return "Bearer " + ", ".join(parts)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from argon2 import PasswordHasher, Type
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 #: OWASP Password Storage Cheat Sheet, argon2id minimum: m=19 MiB, t=2, p=1.
@@ -68,11 +68,22 @@ class Passwords:
         return self._verify(stored_hash, password)
 
     def needs_rehash(self, stored_hash: str) -> bool:
-        """True when ``stored_hash`` was made with other parameters than the current ones."""
+        """True when ``stored_hash`` is weaker than the current parameters, or not argon2id.
+
+        A hash made with stronger parameters is kept: an upgrade never weakens a hash.
+        """
         try:
-            return self._hasher.check_needs_rehash(stored_hash)
+            old = extract_parameters(stored_hash)
         except (InvalidHashError, ValueError):
             return True
+        new = self._hasher
+        return old.type is not Type.ID or (
+            old.time_cost < new.time_cost
+            or old.memory_cost < new.memory_cost
+            or old.parallelism < new.parallelism
+            or old.hash_len < new.hash_len
+            or old.salt_len < new.salt_len
+        )
 
     def _verify(self, stored_hash: str, password: str) -> bool:
         try:
