@@ -266,6 +266,22 @@ def test_missing_required_claim(server: LiveServer, claim: str) -> None:
     assert_invalid_token(get_protected(server, forge(server, **{claim: None})), "malformed")
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": "9999999999"},
+        {"iat": "1"},
+        {"nbf": True},
+        {"sub": ""},
+        {"jti": 7},
+        {"scope": ["admin"]},
+    ],
+    ids=["exp-string", "iat-string", "nbf-bool", "sub-empty", "jti-number", "scope-list"],
+)
+def test_claims_of_the_wrong_type(server: LiveServer, claims: dict[str, Any]) -> None:
+    assert_invalid_token(get_protected(server, forge(server, **claims)), "malformed")
+
+
 def test_unknown_crit_header(server: LiveServer) -> None:
     now = int(time.time())
     claims = {"iss": "jwtapi", "sub": "alice", "iat": now, "exp": now + 60, "jti": "c"}

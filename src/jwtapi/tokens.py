@@ -223,10 +223,7 @@ class TokenService:
         self._check_header(header, kid_checked=self._single_key is None)
         if str(header.get("typ", "")).lower() not in _TYPE_ALIASES[expected_type]:
             raise WrongTokenType()
-        if not isinstance(claims.get("scope", ""), str) or not isinstance(
-            claims.get("sid", ""), str
-        ):
-            raise MalformedToken("malformed token: scope and sid must be strings")
+        _check_claim_types(claims)
         return Token(header, claims)
 
     def _key_for(self, token: str) -> VerificationKey:
@@ -251,6 +248,24 @@ class TokenService:
             and kid not in self._keys.verification_keys
         ):
             raise BadSignature("bad signature: unknown key id")
+
+
+def _check_claim_types(claims: Mapping[str, Any]) -> None:
+    """RFC 7519: NumericDates are JSON numbers; ``sub`` and ``jti`` non-empty strings.
+
+    PyJWT converts a numeric string with ``int()``; we do not accept one.
+    """
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MalformedToken(f"malformed token: {name} must be a number")
+    for name in ("sub", "jti"):
+        value = claims[name]
+        if not isinstance(value, str) or not value:
+            raise MalformedToken(f"malformed token: {name} must be a non-empty string")
+    for name in ("scope", "sid"):
+        if not isinstance(claims.get(name, ""), str):
+            raise MalformedToken(f"malformed token: {name} must be a string")
 
 
 def revocation_keys(token: Token) -> list[str]:
