@@ -23,6 +23,19 @@ import pytest
 import requests
 
 JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
+#: The kind of test key each asymmetric algorithm needs.
+KIND_FOR = {
+    "RS256": "rsa",
+    "RS384": "rsa",
+    "RS512": "rsa",
+    "PS256": "rsa",
+    "PS384": "rsa",
+    "PS512": "rsa",
+    "ES256": "p256",
+    "ES384": "p384",
+    "ES512": "p521",
+    "EdDSA": "ed25519",
+}
 PASSWORDS = {"alice": "alice-password-1", "root": "root-password-1"}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import KIND_FOR
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
@@ -109,21 +110,6 @@ def keys() -> dict[str, Any]:
         "ed25519": ed25519.Ed25519PrivateKey.generate(),
         "ed448": ed448.Ed448PrivateKey.generate(),
     }
-
-
-#: The right kind of key for each asymmetric algorithm.
-KIND_FOR = {
-    "RS256": "rsa",
-    "RS384": "rsa",
-    "RS512": "rsa",
-    "PS256": "rsa",
-    "PS384": "rsa",
-    "PS512": "rsa",
-    "ES256": "p256",
-    "ES384": "p384",
-    "ES512": "p521",
-    "EdDSA": "ed25519",
-}
 
 
 def write_private(

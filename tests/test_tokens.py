@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 import pytest
+from conftest import KIND_FOR
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -40,18 +41,6 @@ SECRET = "token-tests-secret-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI"
 OTHER_SECRET = "another-secret-entirely-0123456789abcdefghijklmnopqrstuvwxyzABCD"
 MISSING = object()
 
-KIND_FOR = {
-    "RS256": "rsa",
-    "RS384": "rsa",
-    "RS512": "rsa",
-    "PS256": "rsa",
-    "PS384": "rsa",
-    "PS512": "rsa",
-    "ES256": "p256",
-    "ES384": "p384",
-    "ES512": "p521",
-    "EdDSA": "ed25519",
-}
 
 MakeService = Callable[..., TokenService]
 
