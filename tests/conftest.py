@@ -10,17 +10,17 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from backends import PostgresServer, RedisServer, free_port
 
 JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
 #: The kind of test key each asymmetric algorithm needs.
@@ -37,13 +37,6 @@ KIND_FOR = {
     "EdDSA": "ed25519",
 }
 PASSWORDS = {"alice": "alice-password-1", "root": "root-password-1"}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_env(workdir: Path, **values: str) -> dict[str, str]:
@@ -117,6 +110,10 @@ class LiveServer:
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         """Start (or restart, on the same port) and wait until `/health` answers 200."""
+        return self.start_unready(timeout).wait_ready(timeout)
+
+    def start_unready(self, timeout: float = 30.0) -> LiveServer:
+        """Start and wait until it answers HTTP at all (`/health` may still say 503)."""
         self.port = self.port or free_port()
         args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         with open(self.log_path, "ab") as log:
@@ -128,12 +125,19 @@ class LiveServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+        return self._wait_for_health(lambda status: True, timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> LiveServer:
+        """Wait until `/health` answers 200."""
+        return self._wait_for_health(lambda status: status == 200, timeout)
+
+    def _wait_for_health(self, good: Callable[[int], bool], timeout: float) -> LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"jwtapi serve exited early:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if good(requests.get(f"{self.url}/health", timeout=5).status_code):
                     return self
             except requests.ConnectionError:
                 pass
@@ -214,3 +218,46 @@ def audience_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     ).start()
     yield live
     live.stop()
+
+
+# Shared state backends ------------------------------------------------------------------
+
+#: The backends every lifecycle test runs against: where users and sessions live, and
+#: where revocations live.
+BACKENDS = ("sqlite", "sqlite+redis", "postgresql+redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the whole session (tests flush it when they need it empty)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster for the whole session; each test takes a new database."""
+    server = PostgresServer().init().start()
+    yield server
+    server.destroy()
+
+
+def backend_env(name: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """``JWTAPI_DATABASE`` / ``JWTAPI_REDIS_URL`` for a fresh, empty ``name`` backend
+    (a SQLite backend keeps the default: a file in the server's working directory)."""
+    values: dict[str, str] = {}
+    if "redis" in name:
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        redis_server.flush()
+        values["JWTAPI_REDIS_URL"] = redis_server.url
+    if name.startswith("postgresql"):
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        values["JWTAPI_DATABASE"] = postgres.new_database()
+    return values
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Each backend in turn, fresh: the environment values that select it."""
+    return backend_env(request.param, request)

@@ -1,4 +1,4 @@
-"""SQLiteFamilyStore and SQLiteRevocationStore against a real SQLite file."""
+"""SQLFamilyStore and SQLRevocationStore against a real SQLite file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from jwtapi.stores import Family, Rotation, SQLiteDatabase, Stores, open_stores
-from jwtapi.stores.sqlite import MIGRATIONS, SQLiteFamilyStore, SQLiteRevocationStore
+from jwtapi.stores.sql import SQLFamilyStore, SQLRevocationStore
+from jwtapi.stores.sqlite import MIGRATIONS
 
 HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 NEW_HASH = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaG5ld2hhc2g"
@@ -205,7 +206,7 @@ RACERS = 16
 
 def test_concurrent_rotations_in_threads_have_one_winner(path: Path, family: Family) -> None:
     # One SQLiteDatabase per racer, as separate gunicorn workers would each have.
-    racers = [SQLiteFamilyStore(SQLiteDatabase(path)) for _ in range(RACERS)]
+    racers = [SQLFamilyStore(SQLiteDatabase(path)) for _ in range(RACERS)]
     barrier = threading.Barrier(RACERS)
     outcomes: dict[int, Rotation] = {}
     errors: list[BaseException] = []
@@ -233,7 +234,7 @@ def test_concurrent_rotations_in_threads_have_one_winner(path: Path, family: Fam
     assert len(winners) == 1
     assert sorted(o.value for o in outcomes.values()) == ["reused"] * (RACERS - 1) + ["rotated"]
     (winner,) = winners
-    stored = SQLiteFamilyStore(SQLiteDatabase(path)).get("sid-1")
+    stored = SQLFamilyStore(SQLiteDatabase(path)).get("sid-1")
     assert stored == Family(
         "sid-1", "alice", f"new-{winner}", t + 1000 + winner, t + DAY + winner, False
     )
@@ -247,7 +248,7 @@ def _rotate_in_process(
     t: int,
 ) -> None:
     """One worker process: its own database object, then one rotation at the barrier."""
-    store = SQLiteFamilyStore(SQLiteDatabase(path))
+    store = SQLFamilyStore(SQLiteDatabase(path))
     try:
         barrier.wait(timeout=20)
         outcome = store.rotate("sid-1", "jti-1", f"proc-{index}", t + 1000, t + DAY)
@@ -278,7 +279,7 @@ def test_concurrent_rotations_in_processes_have_one_winner(path: Path, family: F
     assert [process.exitcode for process in processes] == [0] * PROCESSES
     assert sorted(outcomes.values()) == ["reused"] * (PROCESSES - 1) + ["rotated"]
     (winner,) = [i for i, outcome in outcomes.items() if outcome == "rotated"]
-    stored = SQLiteFamilyStore(SQLiteDatabase(path)).get("sid-1")
+    stored = SQLFamilyStore(SQLiteDatabase(path)).get("sid-1")
     assert stored is not None
     assert stored.current_jti == f"proc-{winner}"
 
@@ -460,7 +461,7 @@ def test_is_revoked_is_a_primary_key_search(full_db: Path, count: int) -> None:
     db = SQLiteDatabase(full_db)
     statements = traced(db)
     keys = [f"jti:{i:05d}" for i in range(count - 1)] + ["sid:none"]
-    assert SQLiteRevocationStore(db).is_revoked(keys) is (count > 1)
+    assert SQLRevocationStore(db).is_revoked(keys) is (count > 1)
     (statement,) = [s for s in statements if "revocations" in s]
     plan = plan_of(full_db, statement)
     assert "SEARCH revocations USING PRIMARY KEY (key=?)" in plan
@@ -470,7 +471,7 @@ def test_is_revoked_is_a_primary_key_search(full_db: Path, count: int) -> None:
 @pytest.mark.parametrize("operation", ["get", "rotate"])
 def test_family_lookup_by_sid_is_a_primary_key_search(full_db: Path, operation: str) -> None:
     db = SQLiteDatabase(full_db)
-    store = SQLiteFamilyStore(db)
+    store = SQLFamilyStore(db)
     statements = traced(db)
     if operation == "get":
         found = store.get("sid-04242")
@@ -479,9 +480,10 @@ def test_family_lookup_by_sid_is_a_primary_key_search(full_db: Path, operation: 
     else:
         t = now()
         assert store.rotate("sid-04242", "j4242", "j-new", t + 900, t + DAY) is Rotation.ROTATED
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 1
-    plan = plan_of(full_db, selects[0])
+    # A get is one SELECT; a successful rotation is one conditional UPDATE.
+    lookups = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "UPDATE"))]
+    assert len(lookups) == 1
+    plan = plan_of(full_db, lookups[0])
     assert "SEARCH families USING PRIMARY KEY (sid=?)" in plan
     assert "SCAN" not in plan
 

@@ -14,8 +14,10 @@ from conftest import PASSWORDS, LiveServer, basic, make_server, run_cli
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    server = make_server(tmp_path, workers=2).start()
+def live(tmp_path: Path, backend: dict[str, str]) -> Iterator[LiveServer]:
+    """A two-worker server on each backend in turn (SQLite, SQLite + Redis, PostgreSQL +
+    Redis): every test of this module runs, unchanged, against all three."""
+    server = make_server(tmp_path, workers=2, **backend).start()
     yield server
     server.stop()
 

@@ -66,4 +66,4 @@ def test_unexpected_error_is_a_generic_json_500_logged_server_side(
 
     health = requests.get(f"{fresh_server.url}/health", timeout=10)
     assert health.status_code == 503
-    assert health.json()["error"] == "service_unavailable"
+    assert health.json()["error"] == "temporarily_unavailable"

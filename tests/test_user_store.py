@@ -1,4 +1,4 @@
-"""SQLiteUserStore against a real SQLite file."""
+"""SQLUserStore against a real SQLite file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from jwtapi.stores.base import MAX_USERNAME_LENGTH, StoreError, UnknownUser, UserExists
-from jwtapi.stores.sqlite import MIGRATIONS, SQLiteDatabase, SQLiteUserStore
+from jwtapi.stores.sql import SQLUserStore
+from jwtapi.stores.sqlite import MIGRATIONS, SQLiteDatabase
 
 HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 NEW_HASH = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaG5ld2hhc2g"
@@ -22,8 +23,8 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> SQLiteUserStore:
-    return SQLiteUserStore(SQLiteDatabase(path))
+def store(path: Path) -> SQLUserStore:
+    return SQLUserStore(SQLiteDatabase(path))
 
 
 def raw_rows(path: Path) -> list[tuple[object, ...]]:
@@ -32,24 +33,24 @@ def raw_rows(path: Path) -> list[tuple[object, ...]]:
         return conn.execute("SELECT * FROM users ORDER BY name").fetchall()
 
 
-def test_creates_the_file_and_its_directory(path: Path, store: SQLiteUserStore) -> None:
+def test_creates_the_file_and_its_directory(path: Path, store: SQLUserStore) -> None:
     assert path.is_file()
     assert store.count() == 0
     assert store.list() == []
 
 
-def test_wal_mode_is_on(path: Path, store: SQLiteUserStore) -> None:
+def test_wal_mode_is_on(path: Path, store: SQLUserStore) -> None:
     store.add("alice", HASH, "read")
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
     assert store.db.connection().execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
 
 
-def test_commits_are_synchronous_full(store: SQLiteUserStore) -> None:
+def test_commits_are_synchronous_full(store: SQLUserStore) -> None:
     assert store.db.connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_add_and_get(path: Path, store: SQLiteUserStore) -> None:
+def test_add_and_get(path: Path, store: SQLUserStore) -> None:
     before = int(time.time())
     added = store.add("alice", HASH, "read write")
     after = int(time.time())
@@ -63,7 +64,7 @@ def test_add_and_get(path: Path, store: SQLiteUserStore) -> None:
     assert raw_rows(path) == [("alice", HASH, "read write", added.created_at)]
 
 
-def test_list_and_count(store: SQLiteUserStore) -> None:
+def test_list_and_count(store: SQLUserStore) -> None:
     for name in ("carol", "alice", "bob"):
         store.add(name, HASH, "")
     assert store.count() == 3
@@ -80,14 +81,14 @@ def test_list_and_count(store: SQLiteUserStore) -> None:
         ("urn:x:y https://api/scope !#[]~", "urn:x:y https://api/scope !#[]~"),
     ],
 )
-def test_scope_is_normalised(store: SQLiteUserStore, given: str, stored: str) -> None:
+def test_scope_is_normalised(store: SQLUserStore, given: str, stored: str) -> None:
     assert store.add("alice", HASH, given).scope == stored
     user = store.get("alice")
     assert user is not None
     assert user.scope == stored
 
 
-def test_duplicate_refused_and_nothing_changed(path: Path, store: SQLiteUserStore) -> None:
+def test_duplicate_refused_and_nothing_changed(path: Path, store: SQLUserStore) -> None:
     original = store.add("alice", HASH, "read")
     with pytest.raises(UserExists):
         store.add("alice", NEW_HASH, "admin")
@@ -129,7 +130,7 @@ def test_user_exists_is_a_store_error() -> None:
     ],
 )
 def test_bad_username_refused_and_no_row_written(
-    path: Path, store: SQLiteUserStore, name: str
+    path: Path, store: SQLUserStore, name: str
 ) -> None:
     with pytest.raises(StoreError):
         store.add(name, HASH, "read")
@@ -137,13 +138,13 @@ def test_bad_username_refused_and_no_row_written(
     assert raw_rows(path) == []
 
 
-def test_longest_username_accepted(store: SQLiteUserStore) -> None:
+def test_longest_username_accepted(store: SQLUserStore) -> None:
     name = "x" * MAX_USERNAME_LENGTH
     store.add(name, HASH, "")
     assert store.get(name) is not None
 
 
-def test_unicode_username_accepted(store: SQLiteUserStore) -> None:
+def test_unicode_username_accepted(store: SQLUserStore) -> None:
     store.add("jos\u00e9", HASH, "")
     user = store.get("jos\u00e9")
     assert user is not None
@@ -151,16 +152,14 @@ def test_unicode_username_accepted(store: SQLiteUserStore) -> None:
 
 
 @pytest.mark.parametrize("scope", ['read "admin"', "read\\admin", "caf\u00e9", "read \x7f"])
-def test_bad_scope_refused_and_no_row_written(
-    path: Path, store: SQLiteUserStore, scope: str
-) -> None:
+def test_bad_scope_refused_and_no_row_written(path: Path, store: SQLUserStore, scope: str) -> None:
     with pytest.raises(StoreError):
         store.add("alice", HASH, scope)
     assert store.get("alice") is None
     assert raw_rows(path) == []
 
 
-def test_remove(path: Path, store: SQLiteUserStore) -> None:
+def test_remove(path: Path, store: SQLUserStore) -> None:
     store.add("alice", HASH, "")
     store.add("bob", HASH, "")
     store.remove("alice")
@@ -170,14 +169,14 @@ def test_remove(path: Path, store: SQLiteUserStore) -> None:
     assert [row[0] for row in raw_rows(path)] == ["bob"]
 
 
-def test_remove_unknown_user(store: SQLiteUserStore) -> None:
+def test_remove_unknown_user(store: SQLUserStore) -> None:
     store.add("bob", HASH, "")
     with pytest.raises(UnknownUser):
         store.remove("alice")
     assert store.count() == 1
 
 
-def test_set_password(store: SQLiteUserStore) -> None:
+def test_set_password(store: SQLUserStore) -> None:
     original = store.add("alice", HASH, "read")
     store.set_password("alice", NEW_HASH)
     user = store.get("alice")
@@ -187,13 +186,13 @@ def test_set_password(store: SQLiteUserStore) -> None:
     assert user.created_at == original.created_at
 
 
-def test_set_password_of_unknown_user(store: SQLiteUserStore) -> None:
+def test_set_password_of_unknown_user(store: SQLUserStore) -> None:
     with pytest.raises(UnknownUser):
         store.set_password("ghost", NEW_HASH)
     assert store.count() == 0
 
 
-def test_upgrade_hash_compare_and_set(store: SQLiteUserStore) -> None:
+def test_upgrade_hash_compare_and_set(store: SQLUserStore) -> None:
     store.add("alice", HASH, "read")
     assert store.upgrade_hash("alice", HASH, NEW_HASH) is True
     user = store.get("alice")
@@ -207,7 +206,7 @@ def test_upgrade_hash_compare_and_set(store: SQLiteUserStore) -> None:
     assert user.password_hash == NEW_HASH
 
 
-def test_upgrade_hash_after_password_change_is_refused(store: SQLiteUserStore) -> None:
+def test_upgrade_hash_after_password_change_is_refused(store: SQLUserStore) -> None:
     store.add("alice", HASH, "read")
     store.set_password("alice", NEW_HASH)
     assert store.upgrade_hash("alice", HASH, "$argon2id$rehash-of-old") is False
@@ -216,20 +215,20 @@ def test_upgrade_hash_after_password_change_is_refused(store: SQLiteUserStore) -
     assert user.password_hash == NEW_HASH
 
 
-def test_upgrade_hash_of_unknown_user(store: SQLiteUserStore) -> None:
+def test_upgrade_hash_of_unknown_user(store: SQLUserStore) -> None:
     assert store.upgrade_hash("ghost", HASH, NEW_HASH) is False
     assert store.count() == 0
 
 
-def test_ping(store: SQLiteUserStore) -> None:
+def test_ping(store: SQLUserStore) -> None:
     store.ping()
 
 
-def test_migrate_twice_is_idempotent(path: Path, store: SQLiteUserStore) -> None:
+def test_migrate_twice_is_idempotent(path: Path, store: SQLUserStore) -> None:
     added = store.add("alice", HASH, "read")
     store.db.migrate()
     store.db.migrate()
-    again = SQLiteUserStore(SQLiteDatabase(path))
+    again = SQLUserStore(SQLiteDatabase(path))
     assert again.get("alice") == added
     assert again.count() == 1
     with closing(sqlite3.connect(path)) as conn:
@@ -238,17 +237,17 @@ def test_migrate_twice_is_idempotent(path: Path, store: SQLiteUserStore) -> None
 
 def test_data_survives_reopening(path: Path) -> None:
     first = SQLiteDatabase(path)
-    SQLiteUserStore(first).add("alice", HASH, "read")
+    SQLUserStore(first).add("alice", HASH, "read")
     first.close()
-    reopened = SQLiteUserStore(SQLiteDatabase(path))
+    reopened = SQLUserStore(SQLiteDatabase(path))
     user = reopened.get("alice")
     assert user is not None
     assert user.password_hash == HASH
 
 
 def test_writes_from_one_connection_seen_by_another(path: Path) -> None:
-    writer = SQLiteUserStore(SQLiteDatabase(path))
-    reader = SQLiteUserStore(SQLiteDatabase(path))
+    writer = SQLUserStore(SQLiteDatabase(path))
+    reader = SQLUserStore(SQLiteDatabase(path))
     assert reader.count() == 0
     writer.add("alice", HASH, "")
     assert reader.count() == 1

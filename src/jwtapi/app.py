@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,9 @@ from jwtapi.passwords import Passwords
 from jwtapi.routes import Service, register_routes
 from jwtapi.sessions import Revoker, Sessions
 from jwtapi.settings import Settings
-from jwtapi.stores import open_stores
+from jwtapi.stores import RedisRevocationStore, Stores, StoreUnavailable, open_stores
+
+log = logging.getLogger("jwtapi")
 
 #: Request bodies jwtapi reads are tiny; anything larger is refused with 413.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -35,12 +38,13 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
         app.config.update(config)
     settings = settings or settings_from_config(app.config)
 
-    stores = open_stores(settings.database)
+    stores = open_stores(settings.database, settings.redis_url)
+    _warn_about_redis(stores)
     JWTAuth(app, settings=settings, revocations=stores.revocations)
     tokens = auth_state(app).tokens
     revoker = Revoker(stores.families, stores.revocations, settings.leeway)
     sessions = Sessions(tokens, stores.users, revoker, Passwords())
-    register_routes(app, Service(stores.users, sessions), can_issue=tokens.can_issue)
+    register_routes(app, Service(stores, sessions), can_issue=tokens.can_issue)
     register_json_errors(app)
 
     @app.before_request
@@ -53,3 +57,15 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     return app
+
+
+def _warn_about_redis(stores: Stores) -> None:
+    """Say at start-up when Redis may lose revocations in a crash (or does not answer yet)."""
+    if not isinstance(stores.revocations, RedisRevocationStore):
+        return
+    try:
+        warning = stores.revocations.persistence_warning()
+    except StoreUnavailable as exc:
+        warning = f"{exc}; protected routes answer 503 until it does"
+    if warning:
+        log.warning(warning)

@@ -20,8 +20,8 @@ from typing import NoReturn
 from jwtapi.exceptions import ConfigError
 from jwtapi.passwords import PasswordPolicyError, Passwords, check_password_policy
 from jwtapi.sessions import Revoker
-from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings
-from jwtapi.stores import open_stores
+from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings, redact_url
+from jwtapi.stores import open_database, open_stores
 from jwtapi.stores.base import StoreError
 
 PROG = "jwtapi"
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA",
     )
     generate.add_argument("--out", type=Path, required=True, help="directory to write to")
+
+    db = commands.add_parser("db", help="manage the database").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    db.add_parser("upgrade", help="create or migrate the schema of JWTAPI_DATABASE")
     return parser
 
 
@@ -89,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "users":
             return _users(args, load_settings())
+        if args.command == "db":
+            return _db_upgrade(load_settings())
         return _keys_generate(args)
     except (ConfigError, CommandError, StoreError, PasswordPolicyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -144,7 +151,7 @@ def _check_listen(host: str, port: int) -> None:
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:
-    stores = open_stores(settings.database)
+    stores = open_stores(settings.database, settings.redis_url)
     users = stores.users
     revoker = Revoker(stores.families, stores.revocations, settings.leeway)
     if args.action == "list":
@@ -189,6 +196,14 @@ def _read_password(from_stdin: bool) -> str:
             raise CommandError("the passwords do not match")
     check_password_policy(password)
     return password
+
+
+def _db_upgrade(settings: Settings) -> int:
+    db = open_database(settings.database)  # opening migrates, under a lock
+    version = db.migrate()
+    db.close()
+    print(f"{redact_url(settings.database)}: schema at version {version}")
+    return 0
 
 
 def _keys_generate(args: argparse.Namespace) -> int:

@@ -20,9 +20,19 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
 
-from jwtapi.exceptions import AuthError, InsufficientScope, InvalidCredentials, MissingToken
+from jwtapi.exceptions import (
+    AuthError,
+    InsufficientScope,
+    InvalidCredentials,
+    MissingToken,
+    StateUnavailable,
+    TemporarilyUnavailable,
+)
+from jwtapi.stores.base import StoreUnavailable
 
 REALM = "jwtapi"
+#: Seconds a client is asked to wait after a 503 (an outage of the database or Redis).
+RETRY_AFTER = "5"
 log = logging.getLogger("jwtapi")
 
 
@@ -37,6 +47,8 @@ def json_body(error: str, description: str) -> str:
 
 def challenge(error: AuthError) -> str | None:
     """The ``WWW-Authenticate`` value for ``error``, or None when it takes none."""
+    if isinstance(error, TemporarilyUnavailable):
+        return None
     if isinstance(error, InvalidCredentials):
         return f'Basic realm="{REALM}", charset="UTF-8"'
     if isinstance(error, MissingToken):
@@ -69,6 +81,8 @@ class AuthHTTPException(HTTPException):
         value = challenge(self.auth_error)
         if value:
             headers.append(("WWW-Authenticate", value))
+        if isinstance(self.auth_error, TemporarilyUnavailable):
+            headers.append(("Retry-After", RETRY_AFTER))
         return headers
 
 
@@ -104,6 +118,11 @@ def register_json_errors(app: Flask) -> None:
             if name.lower() not in ("content-type", "content-length")
         ]
         return json_error_response(code, _code_name(exc), exc.description or "", kept)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(exc: StoreUnavailable) -> AuthHTTPException:
+        log.warning("refusing a request: %s", exc)
+        return AuthHTTPException(StateUnavailable())
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

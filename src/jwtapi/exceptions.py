@@ -68,15 +68,27 @@ class InsufficientScope(AuthError):
         super().__init__(description or f"this resource needs the scope {scope}")
 
 
-class KeySourceUnavailable(AuthError):
-    """The keys to verify with cannot be had right now (a remote JWKS does not answer).
+class TemporarilyUnavailable(AuthError):
+    """Something the check needs does not answer right now: refuse (fail closed) with 503.
 
-    The token is refused (fail closed) with 503, since it may well be valid.
+    The request may well be valid, so it gets no challenge, but ``Retry-After``.
     """
 
     status = 503
     error = "temporarily_unavailable"
+    default_description = "the service is temporarily unavailable; try again later"
+
+
+class KeySourceUnavailable(TemporarilyUnavailable):
+    """The keys to verify with cannot be had right now (a remote JWKS does not answer)."""
+
     default_description = "the verification keys cannot be fetched; try again later"
+
+
+class StateUnavailable(TemporarilyUnavailable):
+    """The database or Redis, which holds users, sessions and revocations, does not answer."""
+
+    default_description = "the token store does not answer; try again later"
 
 
 class InvalidToken(AuthError):

@@ -10,6 +10,7 @@ raised as a Werkzeug ``HTTPException`` by :mod:`jwtapi.errors`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -18,15 +19,16 @@ from flask import Flask, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from jwtapi.errors import AuthHTTPException
-from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken
+from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, StateUnavailable
 from jwtapi.keys import KeySet, load_keys
 from jwtapi.sessions import ensure_not_revoked
 from jwtapi.settings import PREFIX, Settings, load_settings
-from jwtapi.stores import RevocationStore, open_stores
+from jwtapi.stores import RevocationStore, StoreUnavailable, open_stores
 from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 
 EXTENSION_KEY = "jwtapi"
+log = logging.getLogger("jwtapi")
 _G_KEY = "_jwtapi_token"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,12 +69,14 @@ class JWTAuth:
         """Validate the configuration, parse the keys, open the revocation store, register.
 
         Without a ``revocations`` store given to the constructor, the one of
-        ``JWTAPI_DATABASE`` is opened: tokens revoked by a jwtapi server sharing that
-        database are refused here too.
+        ``JWTAPI_REDIS_URL``, else of ``JWTAPI_DATABASE``, is opened: tokens revoked by a
+        jwtapi server sharing it are refused here too.
         """
         settings = settings or self._settings or settings_from_config(app.config)
         keys = load_keys(settings)
-        revocations = self._revocations or open_stores(settings.database).revocations
+        revocations = (
+            self._revocations or open_stores(settings.database, settings.redis_url).revocations
+        )
         app.extensions[EXTENSION_KEY] = AuthState(
             settings, keys, TokenService(settings, keys), revocations
         )
@@ -119,6 +123,10 @@ def verify_request(
             raise InsufficientScope(required)
     except AuthError as error:
         raise AuthHTTPException(error) from None
+    except StoreUnavailable as exc:
+        # Fail closed: a token whose revocation cannot be checked is not accepted.
+        log.warning("refusing a token: %s", exc)
+        raise AuthHTTPException(StateUnavailable()) from None
     setattr(g, _G_KEY, token)
     return token
 

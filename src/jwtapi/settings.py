@@ -15,10 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
 from jwtapi.exceptions import ConfigError
+from jwtapi.stores.postgres import check_url as check_postgres_url
+from jwtapi.stores.postgres import is_postgres_url
+from jwtapi.stores.redis import check_url as check_redis_url
 
 PREFIX = "JWTAPI_"
 
@@ -46,10 +50,6 @@ _RATE_LIMIT = re.compile(
     r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
 )
 
-# Variables the contract defines whose features a later release brings. Setting one to a
-# value that would change behaviour is refused rather than silently ignored.
-_NOT_YET_SUPPORTED = ("REDIS_URL",)
-
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -67,6 +67,7 @@ class Settings:
     audience: str | None = None
     leeway: int = 0
     database: str = DEFAULT_DATABASE
+    redis_url: str | None = None
     query_token: bool = True
     cookie_tokens: bool = False
     trusted_proxies: int = 0
@@ -78,7 +79,8 @@ class Settings:
         return (
             f"Settings(algorithm={self.algorithm!r}, secret_key={secret}, "
             f"private_key_file={self.private_key_file!r}, issuer={self.issuer!r}, "
-            f"audience={self.audience!r}, database={self.database!r})"
+            f"audience={self.audience!r}, database={redact_url(self.database)!r}, "
+            f"redis_url={redact_url(self.redis_url)!r})"
         )
 
     @property
@@ -121,10 +123,6 @@ def load_settings(
 def parse_settings(values: Mapping[str, Any]) -> Settings:
     """Validate ``JWTAPI_*`` values (strings or native types) into :class:`Settings`."""
     reader = _Reader(values)
-    for name in _NOT_YET_SUPPORTED:
-        if reader.text(name) is not None:
-            raise ConfigError(f"{PREFIX}{name}: not supported by this version of jwtapi")
-
     algorithm = reader.text("ALGORITHM") or "HS256"
     if algorithm not in ALGORITHMS:
         raise ConfigError(
@@ -190,6 +188,7 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         audience=reader.text("AUDIENCE"),
         leeway=reader.non_negative_int("LEEWAY", 0),
         database=_database(reader.text("DATABASE") or DEFAULT_DATABASE),
+        redis_url=_redis_url(reader.text("REDIS_URL")),
         query_token=reader.boolean("QUERY_TOKEN", True),
         cookie_tokens=cookie_tokens,
         trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
@@ -198,14 +197,42 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
 
 
 def _database(value: str) -> str:
-    """A SQLite file path; URLs (``postgresql://``...) are not supported by this version."""
-    if "://" in value:
+    """A SQLite file path or a ``postgresql://`` URL (checked by libpq's own parser)."""
+    if is_postgres_url(value):
+        try:
+            check_postgres_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}DATABASE: {exc}") from None
+    elif "://" in value:
         scheme = value.split("://", 1)[0]
         raise ConfigError(
-            f"{PREFIX}DATABASE: {scheme}:// URLs are not supported by this version of "
-            "jwtapi; give a SQLite file path"
+            f"{PREFIX}DATABASE: {scheme}:// is not supported; give a SQLite file path "
+            "or a postgresql:// URL"
         )
     return value
+
+
+def _redis_url(value: str | None) -> str | None:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py parses it."""
+    if value is None:
+        return None
+    try:
+        check_redis_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}REDIS_URL: {exc}") from None
+    return value
+
+
+def redact_url(value: str | None) -> str | None:
+    """``value`` with the password of a URL replaced by ``***`` (for logs and repr)."""
+    if value is None or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _check_jwks_url(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from jwtapi.sessions import Sessions
-from jwtapi.stores import UserStore
+from jwtapi.stores import Stores, UserStore
 
 SERVICE_KEY = "jwtapi.service"
 
@@ -16,8 +16,13 @@ SERVICE_KEY = "jwtapi.service"
 class Service:
     """What the service's routes need beyond :class:`~jwtapi.extension.AuthState`."""
 
-    users: UserStore
+    stores: Stores
     sessions: Sessions
+
+    @property
+    def users(self) -> UserStore:
+        """The user store."""
+        return self.stores.users
 
 
 def service() -> Service:

@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, jsonify
 
-from jwtapi.errors import json_error_response
+from jwtapi.errors import RETRY_AFTER
 from jwtapi.extension import auth_state
 from jwtapi.routes import service
 from jwtapi.stores.base import StoreUnavailable
 
 bp = Blueprint("meta", __name__)
+log = logging.getLogger("jwtapi")
 
 
 @bp.get("/health")
 def health() -> Response:
-    """200 when the database answers, else 503 naming it."""
-    try:
-        service().users.ping()
-    except StoreUnavailable:
-        response = json_error_response(503, "service_unavailable", "the database does not answer")
-        response.headers["Retry-After"] = "5"
-        return response
-    return jsonify(status="ok", database="ok")
+    """200 when every server jwtapi needs answers; else 503 naming the one that does not."""
+    status: dict[str, str] = {}
+    for name, check in service().stores.checks.items():
+        try:
+            check()
+            status[name] = "ok"
+        except StoreUnavailable as exc:
+            log.warning("health check: %s", exc)
+            status[name] = "unavailable"
+        except Exception:  # a broken schema, say: still a 503 naming it, never a 500
+            log.exception("health check of the %s failed", name)
+            status[name] = "unavailable"
+    down = [name for name, state in status.items() if state != "ok"]
+    if not down:
+        return jsonify(status="ok", **status)
+    body = {
+        "error": "temporarily_unavailable",
+        "error_description": f"{' and '.join(down)} not answering",
+        "status": "unavailable",
+        **status,
+    }
+    response = jsonify(body)
+    response.status_code = 503
+    response.headers["Retry-After"] = RETRY_AFTER
+    return response
 
 
 @bp.get("/.well-known/jwks.json")

@@ -164,3 +164,6 @@ class RevocationStore(Protocol):
 
     def purge(self, now: int) -> int:
         """Forget revocations whose tokens have all expired; return how many."""
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""

@@ -1,0 +1,320 @@
+"""The SQL stores, written once for every SQL database jwtapi supports.
+
+:class:`SQLDatabase` is what a database must provide: transactions, reads, a
+placeholder style and the error translation. The stores below hold every query, in the
+subset of SQL that SQLite and PostgreSQL share, so both backends run the same code path.
+
+Atomicity never rests on check-then-act: a rotation is one conditional ``UPDATE`` (of two
+concurrent ones, the second re-reads the row the first committed and matches nothing), and
+a family starts only while its user's row is locked against a concurrent password change.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from jwtapi.stores.base import (
+    Family,
+    Rotation,
+    UnknownUser,
+    User,
+    UserExists,
+    normalize_scope,
+    validate_username,
+)
+
+Row = tuple[Any, ...]
+
+
+class Conflict(Exception):
+    """A write broke a uniqueness constraint (raised by the databases' executors)."""
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the stores use."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+
+
+class Executor(Protocol):
+    """Runs statements written with ``?`` placeholders inside one transaction."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement."""
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> object:
+        """Run one statement once per row of parameters."""
+
+
+class SQLDatabase(ABC):
+    """A database the SQL stores can use; one connection per worker thread or process.
+
+    Driver errors never escape: a broken uniqueness constraint becomes :class:`Conflict`,
+    anything that means the database cannot be reached becomes
+    :class:`~jwtapi.stores.base.StoreUnavailable`.
+    """
+
+    #: Names this database in ``/health`` and error messages.
+    role = "database"
+    #: Appended to a ``SELECT`` that must lock the rows it reads until commit.
+    lock_rows = ""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Executor]:
+        """A write transaction, committed on success and rolled back on any error."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Executor]:
+        """A connection for reads (no write lock taken)."""
+
+    @abstractmethod
+    def migrate(self) -> int:
+        """Bring the schema up to date, idempotently; return its version."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release this process's connections."""
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """One row of a read."""
+        with self.read() as db:
+            row: Row | None = db.execute(sql, params).fetchone()
+            return row
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a read."""
+        with self.read() as db:
+            return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+    def ping(self) -> None:
+        """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless the database answers."""
+        self.fetchone("SELECT 1 FROM users WHERE name = ?", ("",))
+
+
+class SQLUserStore:
+    """:class:`~jwtapi.stores.base.UserStore` in a SQL database."""
+
+    def __init__(self, db: SQLDatabase) -> None:
+        self.db = db
+
+    def get(self, name: str) -> User | None:
+        """The user called ``name``, or None."""
+        row = self.db.fetchone(
+            "SELECT name, password_hash, scope, created_at FROM users WHERE name = ?", (name,)
+        )
+        return User(*row) if row else None
+
+    def add(self, name: str, password_hash: str, scope: str) -> User:
+        """Create a user; raise :class:`UserExists` if the name is taken."""
+        user = User(validate_username(name), password_hash, normalize_scope(scope), now())
+        try:
+            with self.db.transaction() as db:
+                db.execute(
+                    "INSERT INTO users (name, password_hash, scope, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (user.name, user.password_hash, user.scope, user.created_at),
+                )
+        except Conflict:
+            raise UserExists(f"user {name!r} already exists") from None
+        return user
+
+    def list(self) -> Sequence[User]:
+        """Every user, by name."""
+        rows = self.db.fetchall(
+            "SELECT name, password_hash, scope, created_at FROM users ORDER BY name"
+        )
+        return [User(*row) for row in rows]
+
+    def count(self) -> int:
+        """How many users exist."""
+        row = self.db.fetchone("SELECT count(*) FROM users")
+        return int(row[0]) if row else 0
+
+    def remove(self, name: str) -> None:
+        """Delete a user; raise :class:`UnknownUser` if there is none."""
+        with self.db.transaction() as db:
+            if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                raise UnknownUser(f"no user {name!r}")
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        """Replace a password."""
+        with self.db.transaction() as db:
+            cursor = db.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
+            )
+            if cursor.rowcount == 0:
+                raise UnknownUser(f"no user {name!r}")
+
+    def upgrade_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
+        """Replace ``old_hash`` by ``new_hash`` only if it is still the stored one."""
+        with self.db.transaction() as db:
+            cursor = db.execute(
+                "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
+                (new_hash, name, old_hash),
+            )
+            return cursor.rowcount == 1
+
+    def ping(self) -> None:
+        """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless the database answers."""
+        self.db.ping()
+
+
+_FAMILY_COLUMNS = "sid, subject, current_jti, access_exp, expires_at, revoked"
+
+
+class SQLFamilyStore:
+    """:class:`~jwtapi.stores.base.FamilyStore` in a SQL database."""
+
+    def __init__(self, db: SQLDatabase) -> None:
+        self.db = db
+
+    def start(
+        self,
+        sid: str,
+        subject: str,
+        password_hash: str,
+        refresh_jti: str,
+        access_exp: int,
+        expires_at: int,
+    ) -> bool:
+        """Record a new family, only if ``subject`` still has ``password_hash``.
+
+        The user's row stays locked until commit (SQLite's write lock, PostgreSQL's
+        ``FOR SHARE``): a password change waits for this family, then revokes it.
+        """
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM families WHERE expires_at < ?", (now(),))
+            user = db.execute(
+                f"SELECT password_hash FROM users WHERE name = ?{self.db.lock_rows}",  # noqa: S608
+                (subject,),
+            ).fetchone()
+            if user is None or user[0] != password_hash:
+                return False
+            db.execute(
+                f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",  # noqa: S608
+                (sid, subject, refresh_jti, access_exp, expires_at),
+            )
+            return True
+
+    def rotate(
+        self, sid: str, presented_jti: str, new_jti: str, access_exp: int, expires_at: int
+    ) -> Rotation:
+        """Retire ``presented_jti`` for ``new_jti``, atomically."""
+        when = now()
+        with self.db.transaction() as db:
+            moved = db.execute(
+                "UPDATE families SET current_jti = ?, access_exp = ?, expires_at = ? "
+                "WHERE sid = ? AND current_jti = ? AND revoked = 0 AND expires_at >= ?",
+                (new_jti, access_exp, expires_at, sid, presented_jti, when),
+            ).rowcount
+            if moved == 1:
+                return Rotation.ROTATED
+            row = db.execute(
+                "SELECT revoked, expires_at FROM families WHERE sid = ?", (sid,)
+            ).fetchone()
+        if row is None or row[0] or row[1] < when:
+            return Rotation.GONE
+        return Rotation.REUSED
+
+    def get(self, sid: str) -> Family | None:
+        """The family ``sid``, or None."""
+        row = self.db.fetchone(
+            f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sid = ?",  # noqa: S608
+            (sid,),
+        )
+        return _family(row) if row else None
+
+    def mark_revoked(self, sids: Sequence[str]) -> dict[str, int]:
+        """Mark families revoked; their final ``access_exp``, read in the same transaction."""
+        finals: dict[str, int] = {}
+        with self.db.transaction() as db:
+            for sid in sids:
+                row = db.execute(
+                    "UPDATE families SET revoked = 1 WHERE sid = ? RETURNING access_exp", (sid,)
+                ).fetchone()
+                if row is not None:
+                    finals[sid] = int(row[0])
+        return finals
+
+    def of_subject(self, subject: str) -> Sequence[Family]:
+        """The families of ``subject`` not yet revoked."""
+        rows = self.db.fetchall(
+            f"SELECT {_FAMILY_COLUMNS} FROM families WHERE subject = ? AND revoked = 0",  # noqa: S608
+            (subject,),
+        )
+        return [_family(row) for row in rows]
+
+
+class SQLRevocationStore:
+    """:class:`~jwtapi.stores.base.RevocationStore` in a SQL table keyed by token id."""
+
+    def __init__(self, db: SQLDatabase) -> None:
+        self.db = db
+        self.role = db.role
+
+    def revoke(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Record revocations (committed before returning), and purge expired ones."""
+        with self.db.transaction() as db:
+            db.executemany(
+                "INSERT INTO revocations (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+                "WHERE excluded.expires_at > revocations.expires_at",
+                entries,
+            )
+            _purge(db, now())
+
+    def is_revoked(self, keys: Sequence[str]) -> bool:
+        """True when any of ``keys`` is revoked (primary-key lookups only)."""
+        marks = ",".join("?" * len(keys))
+        query = f"SELECT 1 FROM revocations WHERE key IN ({marks}) LIMIT 1"  # noqa: S608
+        return self.db.fetchone(query, keys) is not None
+
+    def purge(self, now: int) -> int:
+        """Forget revocations whose tokens have all expired."""
+        with self.db.transaction() as db:
+            return _purge(db, now)
+
+    def ping(self) -> None:
+        """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless the database answers."""
+        self.db.ping()
+
+
+def _purge(db: Executor, when: int) -> int:
+    return db.execute("DELETE FROM revocations WHERE expires_at < ?", (when,)).rowcount
+
+
+def _family(row: Row) -> Family:
+    return Family(row[0], row[1], row[2], int(row[3]), int(row[4]), bool(row[5]))
+
+
+def apply_migrations(
+    db: Executor,
+    migrations: Sequence[str],
+    current: int,
+    record: Callable[[Executor, int], object],
+) -> int:
+    """Run the migrations after version ``current``, each followed by ``record(db, its
+    version)``, in the caller's transaction; return the version reached."""
+    for number in range(current, len(migrations)):
+        for statement in migrations[number].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        record(db, number + 1)
+    return max(current, len(migrations))
+
+
+def now() -> int:
+    """The current time in whole seconds since the epoch."""
+    return int(time.time())
