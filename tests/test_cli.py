@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
+from backends import PostgresServer, RedisServer
 from conftest import JWTAPI, base_env, free_port, run_cli
 
 from jwtapi.keys import load_public_key
@@ -265,3 +267,54 @@ def test_serve_refuses_a_port_in_use_in_one_line(env: dict[str, str], tmp_path: 
 def test_serve_refuses_an_unknown_host_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
     result = run_cli(["serve", "--host", "no.such.host.invalid"], env, tmp_path)
     assert_one_line_error(result, "--host")
+
+
+# jwtapi db upgrade ----------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_a_sqlite_schema_once(env: dict[str, str], tmp_path: Path) -> None:
+    first = run_cli(["db", "upgrade"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().endswith("schema at version 2")
+    with sqlite3.connect(env["JWTAPI_DATABASE"]) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"users", "families", "revocations"}
+    again = run_cli(["db", "upgrade"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+
+
+def test_db_upgrade_on_postgresql(
+    tmp_path: Path, postgres_server: PostgresServer, redis_server: RedisServer
+) -> None:
+    url = postgres_server.new_database()
+    env = base_env(tmp_path, JWTAPI_DATABASE=url, JWTAPI_REDIS_URL=redis_server.url)
+    for _ in range(2):  # idempotent
+        result = run_cli(["db", "upgrade"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == (
+            f"postgresql://jwtapi:***@127.0.0.1:{postgres_server.port}/"
+            f"{url.rsplit('/', 1)[1]}: schema at version 2"
+        )
+        assert postgres_server.password not in result.stdout + result.stderr
+    added = run_cli(["users", "add", "dora", "--password-stdin"], env, tmp_path, "dora-pass-1")
+    assert added.returncode == 0, added.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT name FROM users").fetchall() == [("dora",)]
+
+
+def test_db_upgrade_with_postgresql_down_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://jwtapi:hidden-pass@127.0.0.1:{free_port()}/jwtapi"
+    env = base_env(tmp_path, JWTAPI_DATABASE=url)
+    for command in (["db", "upgrade"], ["users", "list"]):
+        result = run_cli(command, env, tmp_path)
+        assert_one_line_error(result, f"PostgreSQL at 127.0.0.1:{url.split(':')[3]}")
+        assert "hidden-pass" not in result.stderr
+
+
+def test_serve_with_postgresql_down_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://jwtapi:hidden-pass@127.0.0.1:{free_port()}/jwtapi"
+    env = base_env(tmp_path, JWTAPI_DATABASE=url)
+    result = run_cli(["serve", "--port", str(free_port())], env, tmp_path)
+    assert_one_line_error(result, "PostgreSQL at 127.0.0.1")
+    assert "hidden-pass" not in result.stderr

@@ -6,12 +6,15 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from backends import RedisServer
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.exceptions import HTTPException
 
 from jwtapi import JWTAuth, current_token, get_current_token, token_required
+from jwtapi.stores import RedisRevocationStore
 
 
 @pytest.fixture(autouse=True)
@@ -168,3 +171,35 @@ def test_init_app_refuses_bad_configuration() -> None:
 def test_options_must_be_keywords() -> None:
     with pytest.raises(TypeError):
         token_required("admin")  # type: ignore[call-overload]
+
+
+def test_a_library_app_sharing_redis_honours_revocations_and_fails_closed(
+    redis_server: RedisServer,
+) -> None:
+    """An app of its own with ``JWTAPI_REDIS_URL``: a revocation written by any jwtapi
+    sharing that Redis is refused here, and with Redis away the route is 503, not 200."""
+    redis_server.flush()
+    app, _ = make_app(JWTAPI_REDIS_URL=redis_server.url)
+    client = app.test_client()
+    issued = tokens(client)
+    access = jwt.decode(issued["access_token"], options={"verify_signature": False})
+    headers = {"Authorization": f"Bearer {issued['access_token']}"}
+    assert client.get("/orders", headers=headers).status_code == 200
+
+    shared = RedisRevocationStore.from_url(redis_server.url)  # as another instance would
+    shared.revoke([(f"jti:{access['jti']}", access["exp"])])
+    refused = client.get("/orders", headers=headers)
+    assert refused.status_code == 401
+    assert "revoked" in refused.get_json()["error_description"]
+
+    fresh = tokens(client)
+    headers = {"Authorization": f"Bearer {fresh['access_token']}"}
+    redis_server.stop()
+    try:
+        down = client.get("/orders", headers=headers)
+    finally:
+        redis_server.start()
+    assert down.status_code == 503
+    assert down.get_json()["error"] == "temporarily_unavailable"
+    assert down.headers["Retry-After"] == "5"
+    assert client.get("/orders", headers=headers).status_code == 200

@@ -530,3 +530,17 @@ def test_revocation_covers_the_access_token_of_a_refresh_that_won_the_race(
 def test_mark_revoked_returns_the_final_access_exp(sessions: Sessions, stores: Stores) -> None:
     pair = login(sessions, "alice")
     assert stores.families.mark_revoked([pair.family, "unknown"]) == {pair.family: pair.access_exp}
+
+
+def test_a_refresh_completes_a_revocation_an_outage_cut_short(
+    sessions: Sessions, tokens: TokenService, stores: Stores, revoker: Revoker
+) -> None:
+    """The family was marked revoked, but the revocation store never heard of it (it was
+    unreachable, and the client got 503): the next refresh attempt finishes the job."""
+    pair = login(sessions, "alice")
+    token = access(tokens, pair)
+    stores.families.mark_revoked([pair.family])
+    assert not refused(revoker, token)  # the half-done state
+    with pytest.raises(RevokedToken):
+        sessions.refresh(pair.refresh_token)
+    assert refused(revoker, token)

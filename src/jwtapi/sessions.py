@@ -132,6 +132,9 @@ class Sessions:
             self.revoker.revoke_families([token.sid])
             raise RevokedToken("token revoked: refresh token reused, its login is revoked")
         if outcome is Rotation.GONE:
+            # Idempotent, and it completes a revocation that an outage cut short (the
+            # family marked, the store of revocations unreachable before it was told).
+            self.revoker.revoke_families([token.sid])
             raise RevokedToken()
         return pair
 
