@@ -319,15 +319,22 @@ def test_mark_revoked(path: Path, stores: Stores) -> None:
 
 
 @pytest.mark.usefixtures("three_families")
-def test_of_subject_lists_only_live_families_of_that_subject(stores: Stores) -> None:
+def test_of_subject_lists_the_unexpired_families_of_that_subject(stores: Stores) -> None:
     assert sorted(f.sid for f in stores.families.of_subject("alice")) == ["a1", "a2", "a3"]
     assert [f.sid for f in stores.families.of_subject("bob")] == ["b1"]
     assert stores.families.of_subject("ghost") == []
+    # Revoked ones stay listed (revoking them again completes an interrupted revocation).
     stores.families.mark_revoked(["a2"])
     families = stores.families.of_subject("alice")
-    assert sorted(f.sid for f in families) == ["a1", "a3"]
-    assert all(f.subject == "alice" and not f.revoked for f in families)
-    assert [f.sid for f in stores.families.of_subject("bob")] == ["b1"]
+    assert sorted((f.sid, f.revoked) for f in families) == [
+        ("a1", False),
+        ("a2", True),
+        ("a3", False),
+    ]
+    assert all(f.subject == "alice" for f in families)
+    # Expired ones are not: every token they covered is refused as expired anyway.
+    assert stores.families.of_subject("alice", alive_at=now() + DAY + 1) == []
+    assert len(stores.families.of_subject("alice", alive_at=now() + DAY - 5)) == 3
 
 
 # RevocationStore ----------------------------------------------------------------------------

@@ -129,6 +129,32 @@ def test_passwd_at_one_instance_revokes_tokens_everywhere(
     assert b.login("alice", "n3w-pw-123")["access_token"]
 
 
+@pytest.mark.parametrize("action", ["passwd", "remove"])
+def test_a_user_change_cut_short_by_a_redis_outage_completes_when_run_again(
+    pair: tuple[LiveServer, LiveServer], redis_server: RedisServer, action: str
+) -> None:
+    a, b = pair
+    tokens = a.login()
+    command = ["users", action, "alice"] + (["--password-stdin"] if action == "passwd" else [])
+    stdin = "n3w-pw-123" if action == "passwd" else None
+    redis_server.stop()
+    try:
+        failed = run_cli(command, a.env, a.workdir, stdin)
+    finally:
+        redis_server.start()
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("jwtapi: error: Redis at 127.0.0.1:")
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert redis_server.password not in failed.stderr
+    retried = run_cli(command, a.env, a.workdir, stdin)
+    if action == "remove":  # the user is gone, but the retry still revokes, then says so
+        assert retried.returncode == 1
+        assert "no user 'alice'" in retried.stderr
+    else:
+        assert retried.returncode == 0, retried.stderr
+    assert_revoked(b.get("/protected", tokens["access_token"]))
+
+
 def test_redis_outage_fails_closed_and_recovers_without_a_restart(
     pair: tuple[LiveServer, LiveServer], redis_server: RedisServer
 ) -> None:

@@ -477,6 +477,15 @@ def test_url_passwords_never_reach_repr_or_errors() -> None:
     assert "redis-pass-456" not in text
     assert "postgresql://jwtapi:***@h/jwtapi" in text
     assert "redis://user:***@h:6379/0" in text
+    in_query = parse_settings(
+        config(
+            DATABASE="postgresql://h/jwtapi?user=u&password=db-pass-123&sslmode=require",
+            REDIS_URL="redis://h:6379/0?PASSWORD=redis-pass-456",
+        )
+    )
+    assert "db-pass-123" not in repr(in_query)
+    assert "redis-pass-456" not in repr(in_query)
+    assert "user=u&password=***&sslmode=require" in repr(in_query)
     bad = refused(config(DATABASE="postgresql://u:db-pass-123@h:x/db"), "JWTAPI_DATABASE")
     assert "db-pass-123" not in bad
     bad = refused(config(REDIS_URL="redis://:redis-pass-456@h:x/0"), "JWTAPI_REDIS_URL")

@@ -22,7 +22,7 @@ from jwtapi.passwords import PasswordPolicyError, Passwords, check_password_poli
 from jwtapi.sessions import Revoker
 from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings, redact_url
 from jwtapi.stores import open_database, open_stores
-from jwtapi.stores.base import StoreError
+from jwtapi.stores.base import StoreError, UnknownUser
 
 PROG = "jwtapi"
 
@@ -160,7 +160,12 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{user.name}\t{user.scope or '-'}\t{created}Z")
         return 0
     if args.action == "remove":
-        users.remove(args.name)
+        try:
+            users.remove(args.name)
+        except UnknownUser:
+            # Already gone, perhaps by a removal whose revocations an outage cut short.
+            revoker.revoke_user(args.name)
+            raise
         logins = revoker.revoke_user(args.name)
         print(f"removed user {args.name}; revoked the tokens of {logins} login(s)")
         return 0

@@ -23,7 +23,7 @@ from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, StateU
 from jwtapi.keys import KeySet, load_keys
 from jwtapi.sessions import ensure_not_revoked
 from jwtapi.settings import PREFIX, Settings, load_settings
-from jwtapi.stores import RevocationStore, StoreUnavailable, open_stores
+from jwtapi.stores import RevocationStore, StoreUnavailable, open_revocations
 from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 
@@ -74,9 +74,7 @@ class JWTAuth:
         """
         settings = settings or self._settings or settings_from_config(app.config)
         keys = load_keys(settings)
-        revocations = (
-            self._revocations or open_stores(settings.database, settings.redis_url).revocations
-        )
+        revocations = self._revocations or open_revocations(settings.database, settings.redis_url)
         app.extensions[EXTENSION_KEY] = AuthState(
             settings, keys, TokenService(settings, keys), revocations
         )

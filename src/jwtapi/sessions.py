@@ -62,8 +62,13 @@ class Revoker:
             self.revocations.revoke(entries)
 
     def revoke_user(self, subject: str) -> int:
-        """Revoke every token issued to ``subject`` so far; return how many logins."""
-        sids = [family.sid for family in self.families.of_subject(subject)]
+        """Revoke every token issued to ``subject`` so far; return how many logins.
+
+        Families already revoked are revoked again (idempotent): running it a second time
+        completes what an outage of the revocation store interrupted.
+        """
+        alive_at = int(time.time()) - self.leeway
+        sids = [family.sid for family in self.families.of_subject(subject, alive_at)]
         self.revoke_families(sids)
         return len(sids)
 

@@ -44,6 +44,8 @@ DEFAULT_DATABASE = "instance/jwtapi.sqlite3"
 #: Upper bound of every duration setting: ten years, far from any integer overflow.
 MAX_SECONDS = 10 * 365 * 24 * 3600
 
+#: ``password=...`` in a URL's query string, which libpq and redis-py both accept.
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _RATE_LIMIT = re.compile(
@@ -224,15 +226,15 @@ def _redis_url(value: str | None) -> str | None:
 
 
 def redact_url(value: str | None) -> str | None:
-    """``value`` with the password of a URL replaced by ``***`` (for logs and repr)."""
+    """``value`` with a URL's password (in its user part or its query) replaced by ``***``."""
     if value is None or "://" not in value:
         return value
     parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _check_jwks_url(

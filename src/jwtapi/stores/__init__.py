@@ -74,6 +74,14 @@ def open_stores(database: str, redis_url: str | None = None) -> Stores:
     return Stores(SQLUserStore(db), SQLFamilyStore(db), revocations, db, checks)
 
 
+def open_revocations(database: str, redis_url: str | None = None) -> RevocationStore:
+    """Just the revocation store: Redis when ``redis_url`` is set (no database opened
+    then), else the database's."""
+    if redis_url:
+        return RedisRevocationStore.from_url(redis_url)
+    return SQLRevocationStore(open_database(database))
+
+
 def open_user_store(database: str) -> UserStore:
     """Just the user store for ``JWTAPI_DATABASE``."""
     return SQLUserStore(open_database(database))
@@ -99,6 +107,7 @@ __all__ = [
     "UserStore",
     "normalize_scope",
     "open_database",
+    "open_revocations",
     "open_stores",
     "open_user_store",
 ]

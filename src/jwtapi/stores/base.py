@@ -145,8 +145,9 @@ class FamilyStore(Protocol):
         rotation can slip in between, so it bounds every access token the family has.
         """
 
-    def of_subject(self, subject: str) -> Sequence[Family]:
-        """The families of ``subject`` not yet revoked."""
+    def of_subject(self, subject: str, alive_at: int | None = None) -> Sequence[Family]:
+        """The families of ``subject`` not expired at ``alive_at`` (default: now), revoked
+        ones included: revoking them again completes a revocation an outage cut short."""
 
 
 class RevocationStore(Protocol):

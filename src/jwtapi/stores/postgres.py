@@ -64,6 +64,19 @@ CONNECT_TIMEOUT = 2
 #: Seconds the pool keeps retrying one lost connection before it starts afresh on demand.
 RECONNECT_TIMEOUT = 5.0
 POOL_MAX_SIZE = 4
+#: libpq options of every connection: a server that vanishes without a reset (a dropped
+#: network) is noticed in seconds, not after TCP's 15 minutes, and no statement or lock
+#: wait holds a worker for long. Migrations may wait longer for their lock.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "tcp_user_timeout": 5000,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "options": "-c statement_timeout=5s -c lock_timeout=3s",
+}
+_MIGRATION_OPTIONS = {**CONNECTION_OPTIONS, "options": "-c lock_timeout=60s"}
 
 
 def is_postgres_url(value: str) -> bool:
@@ -93,6 +106,7 @@ class PostgresDatabase(SQLDatabase):
     """A PostgreSQL database shared by the stores, through a per-process connection pool."""
 
     lock_rows = " FOR SHARE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
@@ -115,7 +129,7 @@ class PostgresDatabase(SQLDatabase):
                         timeout=CONNECT_TIMEOUT,
                         reconnect_timeout=RECONNECT_TIMEOUT,
                         check=ConnectionPool.check_connection,
-                        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+                        kwargs=CONNECTION_OPTIONS,
                         name="jwtapi",
                         open=True,
                     )
@@ -145,7 +159,7 @@ class PostgresDatabase(SQLDatabase):
         """Bring the schema up to date, under an advisory lock, on a connection of its own."""
         with (
             self._translated(),
-            psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT) as conn,
+            psycopg.connect(self.url, **_MIGRATION_OPTIONS) as conn,
             conn.transaction(),
         ):
             db = _Executor(conn)

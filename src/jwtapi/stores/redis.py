@@ -8,7 +8,7 @@ number of revocations.
 Redis acknowledges a write before it reaches disk unless it runs with ``appendonly yes``
 and ``appendfsync always``; :meth:`RedisRevocationStore.persistence_warning` says so when
 it does not, and the README's deployment section asks for it. Requires Redis 7.0 or newer
-(``EXPIREAT ... GT``).
+(``EXPIRE ... GT``).
 """
 
 from __future__ import annotations
@@ -81,11 +81,12 @@ class RedisRevocationStore:
         now = int(time.time())
         pipe = self.client.pipeline(transaction=True)
         for key, expires_at in entries:
-            if expires_at <= now:
+            ttl = expires_at - now  # relative: Redis's clock may differ from ours
+            if ttl <= 0:
                 continue  # its tokens are already refused as expired
             name = PREFIX + key
-            pipe.set(name, 1, exat=expires_at, nx=True)
-            pipe.expireat(name, expires_at, gt=True)
+            pipe.set(name, 1, ex=ttl, nx=True)
+            pipe.expire(name, ttl, gt=True)
         if len(pipe):
             with self._translated():
                 pipe.execute()

@@ -70,6 +70,9 @@ class SQLDatabase(ABC):
     role = "database"
     #: Appended to a ``SELECT`` that must lock the rows it reads until commit.
     lock_rows = ""
+    #: Appended to a ``SELECT`` of rows to delete in a clean-up that must not wait for
+    #: (or deadlock with) the requests that hold some of them.
+    skip_locked = ""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Executor]:
@@ -194,8 +197,8 @@ class SQLFamilyStore:
         The user's row stays locked until commit (SQLite's write lock, PostgreSQL's
         ``FOR SHARE``): a password change waits for this family, then revokes it.
         """
+        purge_batch(self.db, "families", "sid", now())
         with self.db.transaction() as db:
-            db.execute("DELETE FROM families WHERE expires_at < ?", (now(),))
             user = db.execute(
                 f"SELECT password_hash FROM users WHERE name = ?{self.db.lock_rows}",  # noqa: S608
                 (subject,),
@@ -248,11 +251,11 @@ class SQLFamilyStore:
                     finals[sid] = int(row[0])
         return finals
 
-    def of_subject(self, subject: str) -> Sequence[Family]:
-        """The families of ``subject`` not yet revoked."""
+    def of_subject(self, subject: str, alive_at: int | None = None) -> Sequence[Family]:
+        """The families of ``subject`` not expired at ``alive_at`` (default: now)."""
         rows = self.db.fetchall(
-            f"SELECT {_FAMILY_COLUMNS} FROM families WHERE subject = ? AND revoked = 0",  # noqa: S608
-            (subject,),
+            f"SELECT {_FAMILY_COLUMNS} FROM families WHERE subject = ? AND expires_at >= ?",  # noqa: S608
+            (subject, now() if alive_at is None else alive_at),
         )
         return [_family(row) for row in rows]
 
@@ -273,7 +276,7 @@ class SQLRevocationStore:
                 "WHERE excluded.expires_at > revocations.expires_at",
                 entries,
             )
-            _purge(db, now())
+        purge_batch(self.db, "revocations", "key", now())
 
     def is_revoked(self, keys: Sequence[str]) -> bool:
         """True when any of ``keys`` is revoked (primary-key lookups only)."""
@@ -283,16 +286,32 @@ class SQLRevocationStore:
 
     def purge(self, now: int) -> int:
         """Forget revocations whose tokens have all expired."""
-        with self.db.transaction() as db:
-            return _purge(db, now)
+        total = 0
+        while (deleted := purge_batch(self.db, "revocations", "key", now)) == PURGE_BATCH:
+            total += deleted
+        return total + deleted
 
     def ping(self) -> None:
         """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless the database answers."""
         self.db.ping()
 
 
-def _purge(db: Executor, when: int) -> int:
-    return db.execute("DELETE FROM revocations WHERE expires_at < ?", (when,)).rowcount
+#: Rows one clean-up deletes at most: each write pays for a bounded clean-up.
+PURGE_BATCH = 500
+
+
+def purge_batch(db: SQLDatabase, table: str, key: str, when: int) -> int:
+    """Delete up to :data:`PURGE_BATCH` rows of ``table`` that expired before ``when``.
+
+    Its own short transaction, after the write it follows is committed; rows another
+    transaction holds are skipped (PostgreSQL), never waited for.
+    """
+    with db.transaction() as tx:
+        return tx.execute(
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "  # noqa: S608
+            f"WHERE expires_at < ? LIMIT {PURGE_BATCH}{db.skip_locked})",
+            (when,),
+        ).rowcount
 
 
 def _family(row: Row) -> Family:
