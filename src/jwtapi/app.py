@@ -6,13 +6,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jwtapi.errors import register_json_errors
 from jwtapi.extension import JWTAuth, auth_state, settings_from_config
 from jwtapi.passwords import Passwords
+from jwtapi.ratelimit import limit_login
 from jwtapi.routes import Service, register_routes
 from jwtapi.sessions import Revoker, Sessions
 from jwtapi.settings import Settings
@@ -45,6 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
     revoker = Revoker(stores.families, stores.revocations, settings.leeway)
     sessions = Sessions(tokens, stores.users, revoker, Passwords())
     register_routes(app, Service(stores, sessions), can_issue=tokens.can_issue)
+    if tokens.can_issue:
+        limit_login(app, settings, "issuing.login")
     register_json_errors(app)
 
     @app.before_request
@@ -52,6 +55,11 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
         # Werkzeug checks MAX_CONTENT_LENGTH only when a body is read; refuse it up front.
         if (request.content_length or 0) > MAX_CONTENT_LENGTH:
             raise RequestEntityTooLarge()
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     if settings.trusted_proxies:
         n = settings.trusted_proxies

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, Response
+from limits.errors import StorageError as LimitsStorageError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
 
@@ -77,7 +78,11 @@ class AuthHTTPException(HTTPException):
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         """JSON content type, the challenge, and no caching of an authentication answer."""
-        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
         value = challenge(self.auth_error)
         if value:
             headers.append(("WWW-Authenticate", value))
@@ -117,11 +122,14 @@ def register_json_errors(app: Flask) -> None:
             for name, value in exc.get_headers()
             if name.lower() not in ("content-type", "content-length")
         ]
-        return json_error_response(code, _code_name(exc), exc.description or "", kept)
+        name = "rate_limited" if code == 429 else _code_name(exc)
+        return json_error_response(code, name, exc.description or "", kept)
 
     @app.errorhandler(StoreUnavailable)
-    def _store_unavailable(exc: StoreUnavailable) -> AuthHTTPException:
-        log.warning("refusing a request: %s", exc)
+    @app.errorhandler(LimitsStorageError)
+    def _store_unavailable(exc: Exception) -> AuthHTTPException:
+        # Fail closed: no login without its rate limit, no token without its checks.
+        log.warning("refusing a request: %s", _describe(exc))
         return AuthHTTPException(StateUnavailable())
 
     @app.errorhandler(Exception)
@@ -130,6 +138,13 @@ def register_json_errors(app: Flask) -> None:
         return json_error_response(
             500, "server_error", InternalServerError.description or "internal server error"
         )
+
+
+def _describe(exc: Exception) -> str:
+    """A one-line reason, never a URL (which may hold a password)."""
+    if isinstance(exc, LimitsStorageError):
+        return f"rate-limit counters unavailable: {exc.storage_error.__class__.__name__}"
+    return str(exc)
 
 
 def _code_name(exc: HTTPException) -> str:

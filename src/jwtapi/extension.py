@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from jwtapi.errors import AuthHTTPException
@@ -78,6 +78,7 @@ class JWTAuth:
         app.extensions[EXTENSION_KEY] = AuthState(
             settings, keys, TokenService(settings, keys), revocations
         )
+        app.after_request(_no_store_for_query_tokens)
 
     @staticmethod
     def issue_tokens(subject: str, scope: str = "") -> TokenPair:
@@ -177,6 +178,13 @@ def get_current_token() -> Token | None:
 #: The verified access token of the current request (a proxy; empty, and falsy, when an
 #: ``optional`` route got no token). Use :func:`get_current_token` for a plain ``None``.
 current_token: Token = LocalProxy(get_current_token)  # type: ignore[assignment]
+
+
+def _no_store_for_query_tokens(response: Response) -> Response:
+    """A response to a request with a token in its URL must not be cached anywhere."""
+    if any(name in request.args for name in QUERY_PARAMETERS):
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _scope_text(scope: str | Sequence[str] | None) -> str:

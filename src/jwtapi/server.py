@@ -15,9 +15,11 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from flask import Flask
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from jwtapi.errors import json_body
 from jwtapi.settings import Settings
 
 #: Query parameters whose values never reach a log (names compared after decoding).
@@ -121,6 +123,9 @@ class JWTAPIServer(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         """Set gunicorn's configuration from our options (no gunicorn config file read)."""
+        # gunicorn answers what it cannot parse (oversized request line or header, bad
+        # syntax) with an HTML page of its own, through this one function: make it JSON.
+        gunicorn_util.write_error = write_json_error
         options = self._options
         config: dict[str, Any] = {
             "bind": [options.bind],
@@ -150,6 +155,30 @@ class JWTAPIServer(BaseApplication):  # type: ignore[misc]
         app_log.handlers = gunicorn_log.handlers
         app_log.setLevel(logging.INFO)
         return self._app
+
+
+#: Fixed descriptions of the errors gunicorn answers itself, before the app sees the
+#: request. Never its own message: that may quote the request line, and so a token.
+_GUNICORN_ERRORS = {
+    400: ("invalid_request", "malformed HTTP request"),
+    403: ("forbidden", "request forbidden"),
+    414: ("uri_too_long", "the request line is too long"),
+    417: ("expectation_failed", "unsupported Expect header"),
+    431: ("request_header_fields_too_large", "a request header field is too large"),
+    501: ("not_implemented", "unsupported transfer coding"),
+}
+
+
+def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
+    """gunicorn's ``util.write_error``, answering JSON like every other jwtapi error."""
+    error, description = _GUNICORN_ERRORS.get(status, ("server_error", "internal server error"))
+    body = json_body(error, description).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nCache-Control: no-store\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def serve(app: Flask, settings: Settings, options: ServeOptions) -> None:

@@ -1,0 +1,220 @@
+"""Login rate limits, size limits and security headers, over HTTP against `jwtapi serve`.
+
+The rate limits are Flask-Limiter's, with counters shared by every worker (a SQLite file)
+or every instance (Redis). Size limits are enforced by gunicorn (request line, header
+fields) and by the app (bodies); either way the client gets a 4xx JSON error.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from backends import RedisServer
+from conftest import PASSWORDS, LiveServer, basic, bearer, make_server
+
+
+def login(server: LiveServer, name: str, password: str, **headers: str) -> requests.Response:
+    # A new connection each time (no session), so the workers take turns.
+    return requests.post(
+        f"{server.url}/login", headers={**basic(name, password), **headers}, timeout=30
+    )
+
+
+def assert_rate_limited(response: requests.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"] == "rate_limited"
+    assert response.json()["error_description"].startswith("too many login attempts")
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+
+
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[LiveServer]:
+    """Three attempts a minute; one trusted proxy, so tests can play several addresses."""
+    server = make_server(
+        tmp_path, workers=2, JWTAPI_LOGIN_RATE_LIMIT="3/minute", JWTAPI_TRUSTED_PROXIES="1"
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_every_attempt_counts_and_the_limit_comes_before_the_password(
+    limited: LiveServer,
+) -> None:
+    address = {"X-Forwarded-For": "203.0.113.1"}
+    for name in ("nobody", "alice", "root"):
+        assert login(limited, name, "wrong-password", **address).status_code == 401
+    # The fourth attempt from that address is refused even with the right password.
+    refused = login(limited, "alice", PASSWORDS["alice"], **address)
+    assert_rate_limited(refused)
+    assert "access_token" not in refused.text
+    assert "this address" in refused.json()["error_description"]
+    # Another address is untouched, and an ordinary answer carries no Retry-After.
+    other = login(limited, "root", PASSWORDS["root"], **{"X-Forwarded-For": "203.0.113.2"})
+    assert other.status_code == 200
+    assert "Retry-After" not in other.headers
+
+
+def test_the_limit_holds_per_username_across_addresses(limited: LiveServer) -> None:
+    for n in range(3):
+        response = login(limited, "alice", "wrong", **{"X-Forwarded-For": f"198.51.100.{n}"})
+        assert response.status_code == 401
+    refused = login(limited, "alice", PASSWORDS["alice"], **{"X-Forwarded-For": "198.51.100.9"})
+    assert_rate_limited(refused)
+    assert "this username" in refused.json()["error_description"]
+    # The same fresh address may still try another user.
+    ok = login(limited, "root", PASSWORDS["root"], **{"X-Forwarded-For": "198.51.100.9"})
+    assert ok.status_code == 200
+
+
+def test_malformed_credentials_count_per_address(limited: LiveServer) -> None:
+    headers = {"Authorization": "Basic !!!not-base64", "X-Forwarded-For": "192.0.2.7"}
+    statuses = [
+        requests.post(f"{limited.url}/login", headers=headers, timeout=30).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_the_limit_holds_across_workers(limited: LiveServer) -> None:
+    log_before = len(limited.log().splitlines())
+    statuses = [
+        login(limited, "alice", "wrong", **{"X-Forwarded-For": "192.0.2.50"}).status_code
+        for _ in range(8)
+    ]
+    assert statuses == [401, 401, 401] + [429] * 5
+    served = [line for line in limited.log().splitlines()[log_before:] if "POST /login" in line]
+    workers = {line.rsplit("worker=", 1)[1] for line in served}
+    assert len(workers) == 2, "both workers must have answered"
+
+
+def test_the_limit_holds_across_instances_sharing_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    redis_server.flush()
+    a = make_server(
+        tmp_path / "a", JWTAPI_LOGIN_RATE_LIMIT="3/minute", JWTAPI_REDIS_URL=redis_server.url
+    )
+    b = LiveServer(tmp_path / "b", {**a.env, "JWTAPI_DATABASE": a.env["JWTAPI_DATABASE"]})
+    b.workdir.mkdir()
+    a.start()
+    b.start()
+    try:
+        assert [login(a, "alice", "wrong").status_code for _ in range(2)] == [401, 401]
+        assert login(b, "alice", "wrong").status_code == 401
+        assert_rate_limited(login(b, "alice", PASSWORDS["alice"]))
+        assert_rate_limited(login(a, "root", PASSWORDS["root"]))  # same address, 127.0.0.1
+        redis_server.stop()
+        try:
+            down = login(a, "alice", PASSWORDS["alice"])
+        finally:
+            redis_server.start()
+        # Without its counters, login fails closed rather than allowing unlimited guesses.
+        assert down.status_code == 503
+        assert down.json()["error"] == "temporarily_unavailable"
+        assert redis_server.password not in a.log()
+    finally:
+        a.stop()
+        b.stop()
+
+
+# Sizes ----------------------------------------------------------------------------------
+
+
+def assert_json_error(response: requests.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert set(response.json()) == {"error", "error_description"}
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_oversized_authorization_header_is_a_json_431(server: LiveServer) -> None:
+    response = requests.get(f"{server.url}/protected", headers=bearer("a" * 20_000), timeout=10)
+    assert_json_error(response, 431)
+    assert "aaaa" not in response.text
+
+
+def test_an_oversized_token_in_the_query_is_a_json_414(server: LiveServer) -> None:
+    token = "eyJ" + "A" * 10_000
+    response = requests.get(f"{server.url}/protected?token={token}", timeout=10)
+    assert_json_error(response, 414)
+    assert token not in response.text
+    assert token[:50] not in server.log()
+
+
+def test_a_large_but_allowed_token_is_an_ordinary_401(server: LiveServer) -> None:
+    response = requests.get(
+        f"{server.url}/protected", headers=bearer("eyJ" + "A" * 7000 + ".e30.sig"), timeout=10
+    )
+    assert_json_error(response, 401)
+    assert response.json()["error"] == "invalid_token"
+
+
+def test_an_oversized_body_is_a_json_413(server: LiveServer) -> None:
+    token = server.login()["access_token"]
+    response = requests.post(
+        f"{server.url}/logout", headers=bearer(token), data=b"{" * 100_000, timeout=10
+    )
+    assert_json_error(response, 413)
+    assert server.get("/protected", token).status_code == 200  # nothing changed
+
+
+def test_a_malformed_request_line_is_a_json_400(server: LiveServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /protected?token=eyJsecret HTTP/1.1 extra\r\nHost: x\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"Content-Type: application/json" in head
+    assert b'"error":"invalid_request"' in body
+    assert b"eyJsecret" not in raw
+
+
+# Headers --------------------------------------------------------------------------------
+
+
+def test_nosniff_on_every_kind_of_response(server: LiveServer) -> None:
+    token = server.login()["access_token"]
+    responses = [
+        requests.get(f"{server.url}/health", timeout=10),
+        requests.get(f"{server.url}/.well-known/jwks.json", timeout=10),
+        server.get("/protected", token),
+        requests.get(f"{server.url}/protected", timeout=10),
+        server.get("/protected/admin", token),
+        requests.get(f"{server.url}/nowhere", timeout=10),
+        requests.delete(f"{server.url}/login", timeout=10),
+        requests.post(f"{server.url}/login", headers=basic("alice", "wrong"), timeout=10),
+        server.post("/logout", server.login()["access_token"]),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 401, 403, 404, 405, 401, 204]
+    for response in responses:
+        assert response.headers["X-Content-Type-Options"] == "nosniff", response.url
+
+
+@pytest.mark.parametrize("parameter", ["token", "access_token"])
+def test_no_store_on_any_answer_to_a_token_in_the_query(server: LiveServer, parameter: str) -> None:
+    token = server.login()["access_token"]
+    ok = requests.get(f"{server.url}/protected?{parameter}={token}", timeout=10)
+    assert ok.status_code == 200
+    assert ok.headers["Cache-Control"] == "no-store"
+    bad = requests.get(f"{server.url}/protected?{parameter}=garbage", timeout=10)
+    assert bad.status_code == 401
+    assert bad.headers["Cache-Control"] == "no-store"
+    elsewhere = requests.get(f"{server.url}/health?{parameter}={token}", timeout=10)
+    assert elsewhere.headers["Cache-Control"] == "no-store"
+    plain = requests.get(f"{server.url}/health", timeout=10)
+    assert "no-store" not in plain.headers.get("Cache-Control", "")
+
+
+def test_token_responses_are_never_cached(server: LiveServer) -> None:
+    response = requests.post(
+        f"{server.url}/login", headers=basic("alice", PASSWORDS["alice"]), timeout=10
+    )
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
