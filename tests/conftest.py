@@ -98,6 +98,8 @@ class LiveServer:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     scheme: str = "http"
+    #: What ``requests`` verifies TLS with: a CA bundle path for a test certificate.
+    verify: str | bool = True
 
     @property
     def url(self) -> str:
@@ -139,7 +141,9 @@ class LiveServer:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"jwtapi serve exited early:\n{self.log()}")
             try:
-                if good(requests.get(f"{self.url}/health", timeout=5).status_code):
+                if good(
+                    requests.get(f"{self.url}/health", timeout=5, verify=self.verify).status_code
+                ):
                     return self
             except requests.ConnectionError:
                 pass
@@ -159,7 +163,10 @@ class LiveServer:
 
     def login(self, name: str = "alice", password: str | None = None) -> dict[str, str]:
         response = requests.post(
-            f"{self.url}/login", headers=basic(name, password or PASSWORDS[name]), timeout=10
+            f"{self.url}/login",
+            headers=basic(name, password or PASSWORDS[name]),
+            timeout=10,
+            verify=self.verify,
         )
         assert response.status_code == 200, response.text
         body: dict[str, str] = response.json()
@@ -167,14 +174,18 @@ class LiveServer:
 
     def get(self, path: str, token: str) -> requests.Response:
         """GET ``path`` with ``token`` in the Authorization header."""
-        return requests.get(f"{self.url}{path}", headers=bearer(token), timeout=10)
+        return requests.get(
+            f"{self.url}{path}", headers=bearer(token), timeout=10, verify=self.verify
+        )
 
     def post(
         self, path: str, token: str, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> requests.Response:
         """POST ``path`` with ``token`` in the Authorization header (and ``headers``)."""
         all_headers = {**bearer(token), **(headers or {})}
-        return requests.post(f"{self.url}{path}", headers=all_headers, timeout=10, **kwargs)
+        return requests.post(
+            f"{self.url}{path}", headers=all_headers, timeout=10, verify=self.verify, **kwargs
+        )
 
 
 def make_server(workdir: Path, workers: int = 1, **values: str) -> LiveServer:

@@ -25,6 +25,17 @@ log = logging.getLogger("jwtapi")
 MAX_CONTENT_LENGTH = 64 * 1024
 
 
+class _JWTAPIFlask(Flask):
+    """Flask, but its automatic ``OPTIONS`` answer is a bodiless 204 with ``Allow``
+    (Flask's own is an empty 200 typed ``text/html``; every jwtapi answer is JSON or none)."""
+
+    def make_default_options_response(self) -> Response:
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(config: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the service: validate settings, parse keys, open the database, add routes.
 
@@ -32,7 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
     environment and ``.env``. A ready :class:`Settings` skips that reading altogether.
     Raises :class:`~jwtapi.exceptions.ConfigError` on a bad configuration.
     """
-    app = Flask("jwtapi")
+    app = _JWTAPIFlask("jwtapi")
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if config:
