@@ -1,8 +1,11 @@
-"""Routes about the service itself: ``/health`` and the JWKS."""
+"""Routes about the service itself: ``/health``, the JWKS and the OpenAPI document."""
 
 from __future__ import annotations
 
+import json
 import logging
+from importlib import resources
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
@@ -13,6 +16,12 @@ from jwtapi.stores.base import StoreUnavailable
 
 bp = Blueprint("meta", __name__)
 log = logging.getLogger("jwtapi")
+
+#: The OpenAPI 3.1 document of the service's HTTP API, read and parsed once, at import.
+OPENAPI: dict[str, Any] = json.loads(
+    resources.files("jwtapi").joinpath("openapi.json").read_text(encoding="utf-8")
+)
+_OPENAPI_BODY = json.dumps(OPENAPI, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
 @bp.get("/health")
@@ -50,3 +59,9 @@ def jwks() -> Response:
     response = jsonify(auth_state().keys.jwks)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of this API."""
+    return Response(_OPENAPI_BODY, mimetype="application/json")
