@@ -9,7 +9,7 @@ run: $(VENV)/.installed
 	$(BIN)/python -m jwtapi.quickstart
 	$(BIN)/jwtapi serve
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test node_modules/.installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
@@ -37,5 +37,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
+# newman (the Postman collection's runner), installed into the project, never globally.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,142 @@
+"""The Postman collection in clients/postman, run by newman against a live server.
+
+newman is the project's npm devDependency (package.json, package-lock.json): `npm ci` at
+the project root installs it into node_modules. The collection runs with its own
+environment file, its values overridden on the command line with the live server's URL and
+the test users' passwords, and the JSON report is checked, so that a run that tested
+nothing (no request sent, no assertion made) fails too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PASSWORDS, make_server
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTMAN = ROOT / "clients" / "postman"
+COLLECTION = POSTMAN / "jwtapi.postman_collection.json"
+ENVIRONMENT = POSTMAN / "jwtapi.postman_environment.json"
+NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
+SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
+#: At least this many requests, each with at least MIN_ASSERTIONS_PER_REQUEST assertions
+#: (the collection's own check of every response, and the request's own tests).
+MIN_REQUESTS = 25
+MIN_ASSERTIONS_PER_REQUEST = 2
+MIN_ASSERTIONS = 120
+
+
+def requests_in(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The collection's requests (leaf items), in the order newman runs them."""
+    found: list[dict[str, Any]] = []
+    for item in items:
+        if "item" in item:
+            found.extend(requests_in(item["item"]))
+        else:
+            found.append(item)
+    return found
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))
+
+
+def test_collection_is_a_v21_collection_with_tests_on_every_request() -> None:
+    collection = load(COLLECTION)
+    assert collection["info"]["schema"] == SCHEMA
+    assert collection["info"]["name"]
+    requests = requests_in(collection["item"])
+    assert len(requests) >= MIN_REQUESTS
+    names = [item["name"] for item in requests]
+    assert len(set(names)) == len(names), "request names must be unique"
+    for item in requests:
+        assert item["request"]["method"], item["name"]
+        assert item["request"]["url"]["raw"].startswith("{{baseUrl}}/"), item["name"]
+        code = "\n".join(
+            line
+            for event in item.get("event", [])
+            if event["listen"] == "test"
+            for line in event["script"]["exec"]
+        )
+        assert "pm.test(" in code, f"{item['name']}: no test script"
+        assert "pm.response.to.have.status(" in code, f"{item['name']}: status not tested"
+
+
+def test_environment_has_the_variables_and_no_real_secret() -> None:
+    environment = load(ENVIRONMENT)
+    values = {v["key"]: v["value"] for v in environment["values"]}
+    assert set(values) == {"baseUrl", "username", "password", "adminUsername", "adminPassword"}
+    for key in ("password", "adminPassword"):
+        assert values[key] not in PASSWORDS.values()
+        assert "CHANGE" in values[key], f"{key} must stay a placeholder"
+
+
+def test_newman_runs_the_collection_against_a_live_server(tmp_path: Path) -> None:
+    if not NEWMAN.exists():
+        pytest.fail(
+            f"{NEWMAN.relative_to(ROOT)} is missing: run `npm ci` in {ROOT} "
+            "(Node.js and npm) to install newman from package-lock.json"
+        )
+    if shutil.which("node") is None:
+        pytest.fail("newman needs Node.js: `node` is not on PATH")
+    expected = [item["name"] for item in requests_in(load(COLLECTION)["item"])]
+    report_path = tmp_path / "newman-report.json"
+
+    server = make_server(tmp_path, JWTAPI_LOGIN_RATE_LIMIT="off").start()
+    try:
+        # fmt: off
+        args = [
+            str(NEWMAN), "run", str(COLLECTION),
+            "-e", str(ENVIRONMENT),
+            "--env-var", f"baseUrl={server.url}",
+            "--env-var", "username=alice",
+            "--env-var", f"password={PASSWORDS['alice']}",
+            "--env-var", "adminUsername=root",
+            "--env-var", f"adminPassword={PASSWORDS['root']}",
+            "--reporters", "cli,json",
+            "--reporter-json-export", str(report_path),
+            "--color", "off",
+            "--timeout-request", "10000",
+            "--timeout", "120000",
+        ]
+        # fmt: on
+        result = subprocess.run(
+            args, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+        )
+    finally:
+        server.stop()
+
+    output = f"{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"newman exited {result.returncode}:\n{output}\nserver log:\n{server.log()}"
+    )
+    run = load(report_path)["run"]
+    stats = run["stats"]
+    assert run["failures"] == [], output
+    for kind in ("requests", "testScripts", "prerequestScripts", "assertions"):
+        assert stats[kind]["failed"] == 0, f"{kind} failed:\n{output}"
+
+    # Every request ran, once, in the collection's order.
+    ran = [execution["item"]["name"] for execution in run["executions"]]
+    assert ran == expected
+    assert stats["requests"]["total"] == len(expected) >= MIN_REQUESTS
+
+    # Every request was really tested, and every assertion passed.
+    assertions = [
+        (execution["item"]["name"], assertion)
+        for execution in run["executions"]
+        for assertion in execution.get("assertions", [])
+    ]
+    assert stats["assertions"]["total"] == len(assertions) >= MIN_ASSERTIONS
+    for execution in run["executions"]:
+        count = len(execution.get("assertions", []))
+        assert count >= MIN_ASSERTIONS_PER_REQUEST, f"{execution['item']['name']}: {count}"
+    failed = [(name, a["assertion"]) for name, a in assertions if a.get("error")]
+    skipped = [(name, a["assertion"]) for name, a in assertions if a.get("skipped")]
+    assert failed == [], output
+    assert skipped == []
