@@ -30,6 +30,7 @@ def assert_rate_limited(response: requests.Response) -> None:
     assert response.json()["error"] == "rate_limited"
     assert response.json()["error_description"].startswith("too many login attempts")
     assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 @pytest.fixture

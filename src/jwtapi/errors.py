@@ -122,6 +122,8 @@ def register_json_errors(app: Flask) -> None:
             for name, value in exc.get_headers()
             if name.lower() not in ("content-type", "content-length")
         ]
+        if code == 429:  # an answer about this client's attempts: never cached
+            kept.append(("Cache-Control", "no-store"))
         name = "rate_limited" if code == 429 else _code_name(exc)
         return json_error_response(code, name, exc.description or "", kept)
 
