@@ -334,8 +334,10 @@ def test_cors_preflight_is_not_refused(server: LiveServer) -> None:
         headers={"Origin": "https://app.test", "Access-Control-Request-Method": "GET"},
         timeout=10,
     )
-    assert response.status_code == 200
+    assert response.status_code == 204  # no token needed, and no body to type
     assert "GET" in response.headers["Allow"]
+    assert response.content == b""
+    assert "Content-Type" not in response.headers
 
 
 # Other servers: RS256 (key confusion) and audience ------------------------------------------
