@@ -8,6 +8,7 @@ It is ready when `/health` answers 200; it is stopped (and its exit checked) aft
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 import subprocess
@@ -21,6 +22,9 @@ from typing import Any
 import pytest
 import requests
 from backends import PostgresServer, RedisServer, free_port
+
+from jwtapi.passwords import Passwords
+from jwtapi.stores import SQLUserStore, open_database
 
 JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
 #: The kind of test key each asymmetric algorithm needs.
@@ -66,14 +70,6 @@ def run_cli(
         timeout=60,
         check=False,
     )
-
-
-def add_user(env: Mapping[str, str], cwd: Path, name: str, password: str, scope: str = "") -> None:
-    """`jwtapi users add NAME --password-stdin`, asserting it worked."""
-    result = run_cli(
-        ["users", "add", name, "--scope", scope, "--password-stdin"], env, cwd, password
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def basic(name: str, password: str) -> dict[str, str]:
@@ -188,12 +184,27 @@ class LiveServer:
         )
 
 
+@functools.cache
+def password_hash(name: str) -> str:
+    """An argon2id hash of ``PASSWORDS[name]``, made once per test session."""
+    return Passwords().hash(PASSWORDS[name])
+
+
 def make_server(workdir: Path, workers: int = 1, **values: str) -> LiveServer:
-    """A configured, not yet started server with users alice and root (scope admin)."""
+    """A configured, not yet started server with users alice and root (scope admin).
+
+    The users are written straight into the database (test_cli.py tests `jwtapi users
+    add` itself): two fewer processes and hashes for each of the many servers tests start.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     env = base_env(workdir, **values)
-    add_user(env, workdir, "alice", PASSWORDS["alice"], "read")
-    add_user(env, workdir, "root", PASSWORDS["root"], "read admin")
+    database = open_database(env["JWTAPI_DATABASE"])
+    try:
+        users = SQLUserStore(database)
+        users.add("alice", password_hash("alice"), "read")
+        users.add("root", password_hash("root"), "read admin")
+    finally:
+        database.close()
     return LiveServer(workdir, env, workers)
 
 
