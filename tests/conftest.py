@@ -11,6 +11,7 @@ import base64
 import functools
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,17 @@ def run_cli(
         timeout=60,
         check=False,
     )
+
+
+def raw_http(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` as bytes to 127.0.0.1:``port``; the answer's head and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
 
 
 def basic(name: str, password: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ fields) and by the app (bodies); either way the client gets a 4xx JSON error.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from backends import RedisServer
-from conftest import PASSWORDS, LiveServer, basic, bearer, make_server
+from conftest import PASSWORDS, LiveServer, basic, bearer, make_server, raw_http
 
 
 def login(server: LiveServer, name: str, password: str, **headers: str) -> requests.Response:
@@ -185,16 +184,13 @@ def test_an_oversized_body_is_a_json_413(server: LiveServer) -> None:
 
 
 def test_a_malformed_request_line_is_a_json_400(server: LiveServer) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /protected?token=eyJsecret HTTP/1.1 extra\r\nHost: x\r\n\r\n")
-        raw = b""
-        while chunk := sock.recv(65536):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, body = raw_http(
+        server.port, b"GET /protected?token=eyJsecret HTTP/1.1 extra\r\nHost: x\r\n\r\n"
+    )
     assert head.startswith(b"HTTP/1.1 400 ")
     assert b"Content-Type: application/json" in head
     assert b'"error":"invalid_request"' in body
-    assert b"eyJsecret" not in raw
+    assert b"eyJsecret" not in head + body
 
 
 # Headers --------------------------------------------------------------------------------

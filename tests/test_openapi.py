@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ import requests
 import requests.auth
 import schemathesis
 from backends import free_port
-from conftest import PASSWORDS, LiveServer, basic, bearer, make_server
+from conftest import PASSWORDS, LiveServer, basic, bearer, make_server, raw_http
 from hypothesis import HealthCheck, settings
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
@@ -176,12 +175,7 @@ def test_answers_outside_the_operations_match_the_document(server: LiveServer) -
     assert large_header.status_code == 431
     check_against_component("HeaderTooLarge", large_header)
 
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"NOT HTTP\r\n\r\n")
-        raw = b""
-        while chunk := sock.recv(4096):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, body = raw_http(server.port, b"NOT HTTP\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
     assert b"\r\nContent-Type: application/json\r\n" in head
     validate_component(

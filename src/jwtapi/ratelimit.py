@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +23,7 @@ from limits.storage import Storage
 from jwtapi.exceptions import AuthError
 from jwtapi.settings import Settings
 from jwtapi.stores.postgres import is_postgres_url
+from jwtapi.stores.sqlite import PerThreadConnection
 from jwtapi.transport import parse_basic
 
 #: The ``limits`` storage scheme of :class:`SQLiteCounters`.
@@ -46,13 +46,13 @@ class SQLiteCounters(Storage):
         if not uri or "://" not in uri:
             raise ValueError(f"expected {SQLITE_SCHEME}:///path, got {uri!r}")
         self.path = Path(uri.split("://", 1)[1])
-        self._local = threading.local()
+        self._connections = PerThreadConnection(self.path, "OFF")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection().execute(
             "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY NOT NULL, "
             "count INTEGER NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
         )
-        self._close()  # opened in gunicorn's master: each worker opens its own
+        self._connections.close()  # opened in gunicorn's master: each worker opens its own
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -60,19 +60,7 @@ class SQLiteCounters(Storage):
         return sqlite3.Error
 
     def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = OFF")
-            self._local.conn = conn
-        return conn
-
-    def _close(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        return self._connections.get()
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s count, starting a new window if the last one ended."""

@@ -64,23 +64,22 @@ _UNAVAILABLE = (
 )
 
 
-class SQLiteDatabase(SQLDatabase):
-    """A SQLite file shared by the stores; one connection per thread, opened lazily."""
+class PerThreadConnection:
+    """One autocommit connection to a SQLite file per thread, opened on first use and
+    kept; WAL mode, with ``synchronous`` as given and any further ``pragmas``."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, synchronous: str, *pragmas: str) -> None:
+        self.path = path
+        self.pragmas = ("journal_mode = WAL", f"synchronous = {synchronous}", *pragmas)
         self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
-        self.migrate()
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use, kept afterwards)."""
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            for pragma in self.pragmas:
+                conn.execute(f"PRAGMA {pragma}")
             self._local.conn = conn
         return conn
 
@@ -90,6 +89,27 @@ class SQLiteDatabase(SQLDatabase):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class SQLiteDatabase(SQLDatabase):
+    """A SQLite file shared by the stores; one connection per thread, opened lazily."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._connections = PerThreadConnection(self.path, "FULL", "foreign_keys = ON")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
+        self.migrate()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use, kept afterwards)."""
+        return self._connections.get()
+
+    def close(self) -> None:
+        """Close this thread's connection (a forked child then opens its own)."""
+        self._connections.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
@@ -120,13 +140,6 @@ class SQLiteDatabase(SQLDatabase):
         # Migration runs in the parent before gunicorn forks: never share the connection.
         self.close()
         return version
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
 
 
 @contextmanager
