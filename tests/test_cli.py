@@ -318,3 +318,10 @@ def test_serve_with_postgresql_down_is_one_line(tmp_path: Path) -> None:
     result = run_cli(["serve", "--port", str(free_port())], env, tmp_path)
     assert_one_line_error(result, "PostgreSQL at 127.0.0.1")
     assert "hidden-pass" not in result.stderr
+
+
+def test_serve_with_unusable_rate_limit_counters_is_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path, JWTAPI_LOGIN_RATE_LIMIT="10/minute")
+    Path(env["JWTAPI_DATABASE"] + ".ratelimits").mkdir(parents=True)  # a directory: unusable
+    result = run_cli(["serve", "--port", str(free_port())], env, tmp_path)
+    assert_one_line_error(result, "JWTAPI_LOGIN_RATE_LIMIT", ".ratelimits")

@@ -7,6 +7,7 @@ fields) and by the app (bodies); either way the client gets a 4xx JSON error.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ def assert_rate_limited(response: requests.Response) -> None:
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["error"] == "rate_limited"
     assert response.json()["error_description"].startswith("too many login attempts")
-    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert response.headers["Retry-After"] == "60"  # the window of "3/minute"
+    assert not [h for h in response.headers if h.lower().startswith("x-ratelimit")]
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -57,7 +59,18 @@ def test_every_attempt_counts_and_the_limit_comes_before_the_password(
     # Another address is untouched, and an ordinary answer carries no Retry-After.
     other = login(limited, "root", PASSWORDS["root"], **{"X-Forwarded-For": "203.0.113.2"})
     assert other.status_code == 200
+    # No answer tells how often a username or address was tried.
     assert "Retry-After" not in other.headers
+    assert not [h for h in other.headers if h.lower().startswith("x-ratelimit")]
+
+
+def test_an_ipv6_client_is_limited_by_its_64(limited: LiveServer) -> None:
+    for host in ("1", "2", "ffff:ffff"):
+        address = {"X-Forwarded-For": f"2001:db8:1:2::{host}"}
+        assert login(limited, "nobody", "wrong", **address).status_code == 401
+    assert_rate_limited(login(limited, "root", "x", **{"X-Forwarded-For": "2001:db8:1:2:aa::9"}))
+    other_64 = login(limited, "root", PASSWORDS["root"], **{"X-Forwarded-For": "2001:db8:1:3::1"})
+    assert other_64.status_code == 200
 
 
 def test_the_limit_holds_per_username_across_addresses(limited: LiveServer) -> None:
@@ -191,6 +204,26 @@ def test_a_malformed_request_line_is_a_json_400(server: LiveServer) -> None:
     assert b"Content-Type: application/json" in head
     assert b'"error":"invalid_request"' in body
     assert b"eyJsecret" not in head + body
+
+
+def test_an_unsupported_transfer_coding_is_a_json_400(server: LiveServer) -> None:
+    head, body = raw_http(
+        server.port,
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo\r\n\r\n",
+    )
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b'"error":"invalid_request"' in body
+
+
+def test_credentials_in_a_broken_header_line_never_reach_the_log(server: LiveServer) -> None:
+    secret = base64.b64encode(b"alice:a-password-in-a-broken-line").decode()
+    head, _ = raw_http(
+        server.port,
+        f"POST /login HTTP/1.1\r\nHost: x\r\nAuthorization Basic {secret}\r\n\r\n".encode(),
+    )
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert "Invalid HTTP Header" in server.log() or "Invalid request" in server.log()
+    assert secret not in server.log()
 
 
 # Headers --------------------------------------------------------------------------------

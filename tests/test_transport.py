@@ -84,6 +84,8 @@ BAD_BASIC = {
     "no-colon": basic(b"alicesecret"),
     "empty-username": basic(b":secret"),
     "empty-credentials": basic(b""),
+    "nul-in-username": basic(b"ali\x00ce:secret"),
+    "nul-in-password": basic(b"alice:sec\x00ret"),
     "too-long": basic(b"alice:" + b"x" * MAX_AUTHORIZATION_LENGTH),
 }
 

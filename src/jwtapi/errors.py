@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, Response
+from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError as LimitsStorageError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
@@ -122,6 +123,9 @@ def register_json_errors(app: Flask) -> None:
             for name, value in exc.get_headers()
             if name.lower() not in ("content-type", "content-length")
         ]
+        if isinstance(exc, RateLimitExceeded):
+            # The whole window of the limit hit: an upper bound, never 0, never too soon.
+            kept.append(("Retry-After", str(max(1, exc.limit.limit.get_expiry()))))
         if code == 429:  # an answer about this client's attempts: never cached
             kept.append(("Cache-Control", "no-store"))
         name = "rate_limited" if code == 429 else _code_name(exc)

@@ -11,17 +11,18 @@ Flask-Limiter builds on. When the counters cannot be reached, login fails closed
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from flask import Flask, Response, request
+from flask import Flask, request
 from flask_limiter import Limiter
 from limits.storage import Storage
 
-from jwtapi.exceptions import AuthError
-from jwtapi.settings import Settings
+from jwtapi.exceptions import AuthError, ConfigError
+from jwtapi.settings import PREFIX, Settings
 from jwtapi.stores.postgres import is_postgres_url
 from jwtapi.stores.sqlite import PerThreadConnection
 from jwtapi.transport import parse_basic
@@ -47,11 +48,16 @@ class SQLiteCounters(Storage):
             raise ValueError(f"expected {SQLITE_SCHEME}:///path, got {uri!r}")
         self.path = Path(uri.split("://", 1)[1])
         self._connections = PerThreadConnection(self.path, "OFF")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection().execute(
-            "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY NOT NULL, "
-            "count INTEGER NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection().execute(
+                "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY NOT NULL, "
+                "count INTEGER NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                f"{PREFIX}LOGIN_RATE_LIMIT: cannot keep its counters in {self.path}: {exc}"
+            ) from None
         self._connections.close()  # opened in gunicorn's master: each worker opens its own
 
     @property
@@ -132,8 +138,21 @@ def counters_uri(settings: Settings) -> str:
 
 
 def client_address() -> str:
-    """The client's address (the socket's, or ``X-Forwarded-For``'s with trusted proxies)."""
-    return request.remote_addr or "unknown"
+    """The client's address (the socket's, or ``X-Forwarded-For``'s with trusted proxies).
+
+    An IPv6 client is its /64: one host commonly holds a whole /64, and must not get
+    2**64 separate limits.
+    """
+    address = request.remote_addr or "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def _username() -> str | None:
@@ -158,21 +177,15 @@ def limit_login(app: Flask, settings: Settings, endpoint: str) -> Limiter | None
     if limit is None:
         return None
 
-    # Registered before the Limiter's own hook, so it runs after it (Flask runs them in
-    # reverse): Retry-After belongs to 429 (and 503) only, not to every login answer.
-    @app.after_request
-    def _retry_after_only_when_refused(response: Response) -> Response:
-        if response.status_code not in (429, 503):
-            response.headers.pop("Retry-After", None)
-        return response
-
     limiter = Limiter(
         client_address,
         app=app,
         storage_uri=counters_uri(settings),
         storage_options={"wrap_exceptions": True},
         strategy="fixed-window",
-        headers_enabled=True,
+        # No X-RateLimit-* headers: they would tell anyone how often a username was
+        # tried. The 429 carries Retry-After (jwtapi.errors), nothing else does.
+        headers_enabled=False,
         key_prefix="jwtapi-login",
     )
     view = app.view_functions[endpoint]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -29,6 +30,9 @@ SECRET_PARAMETERS = frozenset(
 _PARAMETER = re.compile(r"(^|[?&;])([^=&;#\s\"]*)=([^&;#\s\"]*)")
 #: A JWS compact token: its header is base64url JSON, so it always starts with "eyJ".
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+#: Credentials of an Authorization value quoted in a log line (gunicorn quotes a broken
+#: header line whole): Basic's base64 is a password.
+_CREDENTIALS = re.compile(r"\b(basic|bearer|digest)\s+[^\s'\"]+", re.IGNORECASE)
 ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms worker=%(p)s'
 
 
@@ -43,6 +47,7 @@ def redact(text: str) -> str:
             return f"{match.group(1)}{match.group(2)}=[redacted]"
         return match.group(0)
 
+    text = _CREDENTIALS.sub(r"\1 [redacted]", text)
     return _JWT_SHAPE.sub("[redacted]", _PARAMETER.sub(parameter, text))
 
 
@@ -165,12 +170,14 @@ _GUNICORN_ERRORS = {
     414: ("uri_too_long", "the request line is too long"),
     417: ("expectation_failed", "unsupported Expect header"),
     431: ("request_header_fields_too_large", "a request header field is too large"),
-    501: ("not_implemented", "unsupported transfer coding"),
 }
 
 
 def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
     """gunicorn's ``util.write_error``, answering JSON like every other jwtapi error."""
+    if status == 501:  # an unsupported transfer coding is the client's fault: 400
+        status = 400
+    reason = HTTPStatus(status).phrase
     error, description = _GUNICORN_ERRORS.get(status, ("server_error", "internal server error"))
     body = json_body(error, description).encode()
     head = (

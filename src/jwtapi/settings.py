@@ -166,7 +166,7 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
     rate_limit = reader.text("LOGIN_RATE_LIMIT") or "10/minute"
     if rate_limit.lower() == "off":
         login_rate_limit: str | None = None
-    elif _RATE_LIMIT.match(rate_limit):
+    elif _RATE_LIMIT.match(rate_limit) and int(re.findall(r"\d+", rate_limit)[0]) > 0:
         login_rate_limit = rate_limit
     else:
         raise ConfigError(

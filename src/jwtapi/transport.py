@@ -38,7 +38,8 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     except (binascii.Error, ValueError):
         raise InvalidCredentials() from None
     username, colon, password = decoded.partition(":")
-    if not colon or not username:
+    # NUL can be no stored name or password (PostgreSQL text cannot even hold it).
+    if not colon or not username or "\x00" in decoded:
         raise InvalidCredentials()
     return username, password
 
