@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m jwtapi.quickstart
@@ -37,6 +37,14 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(VENV)/.installed $(VENV)/.installed-test $@
+
+# Work in progress (issue 6): the in-process part of the benchmark.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.inprocess
+
+$(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(VENV)/.installed $@
 
 # newman (the Postman collection's runner), installed into the project, never globally.
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed-test

@@ -1,0 +1,206 @@
+"""In-process cost per request through the WSGI app, no network: jwtapi against its yardsticks.
+
+Every variant is one ``GET`` through a Flask app's WSGI callable with a prepared environ,
+answering the same tiny JSON body. Variants are measured in interleaved rounds (a
+shuffled order each round) so the noise of a shared machine falls on all of them alike;
+the result is each variant's median cost per request, and its ratio to the open route.
+
+Run: ``python -m bench.inprocess`` (``make bench`` runs every part).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import secrets
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from flask import Flask
+
+from jwtapi import JWTAuth, token_required
+from jwtapi.keys import generate_private_key, write_key_pair
+from jwtapi.settings import parse_settings
+from jwtapi.stores import open_revocations
+
+Request = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One variant's median cost per request, in microseconds, over the rounds."""
+
+    name: str
+    median_us: float
+    samples: int
+
+
+def _environ(path: str, token: str | None) -> dict[str, Any]:
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "bench",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    if token is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return environ
+
+
+def wsgi_request(app: Flask, path: str, token: str | None = None) -> Request:
+    """One request through ``app``'s WSGI callable; checked to answer 200 once, here."""
+    template = _environ(path, token)
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> None:
+        statuses.append(status)
+
+    def request() -> None:
+        body = app.wsgi_app(dict(template), start_response)
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+    request()
+    if statuses[-1] != "200 OK":
+        raise RuntimeError(f"{path} answered {statuses[-1]}, not 200")
+    return request
+
+
+def open_route() -> Request:
+    """A Flask route with no authentication at all: the baseline."""
+    app = Flask("open")
+
+    @app.get("/r")
+    def r() -> dict[str, Any]:
+        return {"sub": "bench"}
+
+    return wsgi_request(app, "/r")
+
+
+def jwtapi_route(
+    workdir: Path, algorithm: str, redis_url: str | None = None, cache_size: int | None = None
+) -> Request:
+    """A route behind ``@token_required``, with every claim check and the revocation check."""
+    values: dict[str, Any] = {
+        "JWTAPI_ALGORITHM": algorithm,
+        "JWTAPI_DATABASE": str(workdir / f"{algorithm}.sqlite3"),
+    }
+    if algorithm.startswith("HS"):
+        values["JWTAPI_SECRET_KEY"] = secrets.token_urlsafe(48)
+    else:
+        private, _ = write_key_pair(generate_private_key(algorithm), workdir / algorithm)
+        values["JWTAPI_PRIVATE_KEY_FILE"] = str(private)
+    if redis_url:
+        values["JWTAPI_REDIS_URL"] = redis_url
+    settings = parse_settings(values)
+    app = Flask(f"jwtapi-{algorithm}")
+    JWTAuth(app, settings=settings, revocations=open_revocations(settings.database, redis_url))
+
+    @app.get("/r")
+    @token_required
+    def r() -> dict[str, Any]:
+        return {"sub": "bench"}
+
+    with app.app_context():
+        token = JWTAuth.issue_tokens("bench", "read").access_token
+    return wsgi_request(app, "/r", token)
+
+
+def flask_jwt_extended_route() -> Request:
+    """The same route behind Flask-JWT-Extended's ``@jwt_required()`` (HS256)."""
+    from flask_jwt_extended import JWTManager, create_access_token, jwt_required
+
+    app = Flask("flask-jwt-extended")
+    app.config["JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
+    JWTManager(app)
+
+    @app.get("/r")
+    @jwt_required()
+    def r() -> dict[str, Any]:
+        return {"sub": "bench"}
+
+    with app.app_context():
+        token = create_access_token(identity="bench")
+    return wsgi_request(app, "/r", token)
+
+
+def raw_decode() -> Request:
+    """PyJWT's ``jwt.decode`` of an HS256 token, alone: the floor under any decorator."""
+    secret = secrets.token_urlsafe(48)
+    token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, secret, "HS256")
+
+    def request() -> None:
+        jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+
+    request()
+    return request
+
+
+@contextmanager
+def variants(redis_url: str | None = None) -> Iterator[dict[str, Request]]:
+    """Every in-process variant, built in a temporary directory removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="jwtapi-bench-"))
+    try:
+        built = {
+            "open route": open_route(),
+            "jwtapi HS256": jwtapi_route(workdir, "HS256"),
+            "jwtapi RS256": jwtapi_route(workdir, "RS256"),
+            "jwtapi ES256": jwtapi_route(workdir, "ES256"),
+            "jwtapi EdDSA": jwtapi_route(workdir, "EdDSA"),
+            "Flask-JWT-Extended HS256": flask_jwt_extended_route(),
+            "jwt.decode alone": raw_decode(),
+        }
+        if redis_url:
+            built["jwtapi HS256, Redis"] = jwtapi_route(workdir, "HS256", redis_url)
+        yield built
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure(requests: dict[str, Request], rounds: int, per_round: int) -> list[Result]:
+    """Median microseconds per request of each variant, over interleaved rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in requests}
+    order = list(requests)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            request = requests[name]
+            started = time.perf_counter()
+            for _ in range(per_round):
+                request()
+            samples[name].append((time.perf_counter() - started) / per_round * 1e6)
+    return [Result(name, statistics.median(s), len(s)) for name, s in samples.items()]
+
+
+def main() -> None:
+    """Measure and print the table."""
+    with variants() as built:
+        results = measure(built, rounds=15, per_round=300)
+    base = next(r.median_us for r in results if r.name == "open route")
+    for result in results:
+        print(f"{result.name:28} {result.median_us:9.1f} us  {result.median_us / base:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
