@@ -126,3 +126,18 @@ def test_private_and_foreign_keys_in_the_set_are_ignored(jwks_server: JWKSServer
     with pytest.raises(KeyError):
         remote["hmac"]
     assert len(remote) == 0
+
+
+def test_a_cached_token_is_refused_once_the_jwks_drops_its_key(jwks_server: JWKSServer) -> None:
+    jwks_server.body = GOOD
+    remote = RemoteKeys(jwks_server.url, "ES256", min_refetch_interval=0, max_age=0)
+    tokens = service(remote)
+    access = token()
+    assert tokens.verify(access).sub == "ann"
+    assert tokens.verify(access).sub == "ann"  # a cache hit
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwks_server.body = json.dumps(
+        {"keys": [public_jwk(other, "ES256", thumbprint(other))]}
+    ).encode()
+    with pytest.raises(BadSignature, match="unknown key id"):
+        tokens.verify(access)

@@ -108,7 +108,12 @@ def verify_request(
     required = _scope_text(scope)
     try:
         header_token = bearer_from_header(request.headers.get("Authorization"))
-        query_tokens = [v for name in QUERY_PARAMETERS for v in request.args.getlist(name)]
+        # The query string is parsed only when there is one (most requests have none).
+        query_tokens = (
+            [v for name in QUERY_PARAMETERS for v in request.args.getlist(name)]
+            if request.query_string
+            else []
+        )
         try:
             raw = select_token(header_token, query_tokens, state.settings.query_token)
         except MissingToken:
@@ -182,7 +187,7 @@ current_token: Token = LocalProxy(get_current_token)  # type: ignore[assignment]
 
 def _no_store_for_query_tokens(response: Response) -> Response:
     """A response to a request with a token in its URL must not be cached anywhere."""
-    if any(name in request.args for name in QUERY_PARAMETERS):
+    if request.query_string and any(name in request.args for name in QUERY_PARAMETERS):
         response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -14,10 +14,12 @@ raises its own :class:`~jwtapi.exceptions.InvalidToken` subclass.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -45,6 +47,9 @@ _TYPE_ALIASES = {
 }
 #: Longer than any token we issue by far; bounds the work an attacker can ask for.
 MAX_TOKEN_LENGTH = 8192
+#: Verified tokens kept per process; a hit skips the signature check, never expiry or
+#: revocation (see :class:`VerifiedTokens`).
+VERIFIED_CACHE_SIZE = 4096
 _REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss")
 
 
@@ -130,8 +135,11 @@ class TokenPair:
 class TokenService:
     """Issues and verifies tokens for one configuration. Build it once, at start-up."""
 
-    def __init__(self, settings: Settings, keys: KeySet) -> None:
+    def __init__(
+        self, settings: Settings, keys: KeySet, cache_size: int = VERIFIED_CACHE_SIZE
+    ) -> None:
         self._keys = keys
+        self._cache = VerifiedTokens(cache_size)
         self._algorithm = keys.algorithm
         self._issuer = settings.issuer
         self._audience = settings.audience
@@ -140,10 +148,17 @@ class TokenService:
         self.refresh_ttl = settings.refresh_token_ttl
         required = [*_REQUIRED_CLAIMS, *(["aud"] if settings.audience else [])]
         self._options: Any = {"require": required, "verify_signature": True}
-        self._single_key: VerificationKey | None = (
+        single = (
             next(iter(keys.verification_keys.values()))
             if not keys.remote and len(keys.verification_keys) == 1
             else None
+        )
+        # An HMAC secret as a ready PyJWK: PyJWT then skips re-checking, on every token,
+        # that the secret is not a public key (it was checked once, at start-up).
+        self._single_key: VerificationKey | jwt.PyJWK | None = (
+            jwt.PyJWK({"kty": "oct", "k": _b64url(single)}, algorithm=keys.algorithm)
+            if isinstance(single, bytes)
+            else single
         )
         self._jwt = jwt.PyJWT()
 
@@ -202,7 +217,32 @@ class TokenService:
     # Verifying ----------------------------------------------------------------------------
 
     def verify(self, token: str, expected_type: str = ACCESS_TYPE) -> Token:
-        """Verify ``token`` completely and return it; raise an :class:`InvalidToken`."""
+        """Verify ``token`` and return it; raise an :class:`InvalidToken`.
+
+        A token verified before (the very same string, for the same type) comes from a
+        bounded cache, and is still refused once it expires, or once a remote JWKS no
+        longer lists its key. Revocation is the caller's check, on every request.
+        """
+        cached = self._cache.get(token, expected_type)
+        if cached is not None:
+            if cached.exp + self._leeway > time.time() and self._key_still_listed(cached):
+                return cached
+            self._cache.drop(token, expected_type)
+        verified = self._verify(token, expected_type)
+        self._cache.put(token, expected_type, verified)
+        return verified
+
+    def _key_still_listed(self, token: Token) -> bool:
+        # Only a remote JWKS changes while we run; the lookup also refreshes it when stale.
+        if not self._keys.remote:
+            return True
+        try:
+            return self._keys.verification_keys.get(token.header.get("kid")) is not None
+        except KeysUnavailable:
+            return False
+
+    def _verify(self, token: str, expected_type: str) -> Token:
+        """Verify ``token`` completely (no cache)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise MalformedToken()
         try:
@@ -224,7 +264,8 @@ class TokenService:
         if str(header.get("typ", "")).lower() not in _TYPE_ALIASES[expected_type]:
             raise WrongTokenType()
         _check_claim_types(claims)
-        return Token(header, claims)
+        # Read-only: one verified token may serve many requests from the cache.
+        return Token(MappingProxyType(header), MappingProxyType(claims))
 
     def _key_for(self, token: str) -> VerificationKey:
         """Pick the configured key the header's ``kid`` names (several keys configured)."""
@@ -248,6 +289,49 @@ class TokenService:
             and kid not in self._keys.verification_keys
         ):
             raise BadSignature("bad signature: unknown key id")
+
+
+class VerifiedTokens:
+    """A bounded cache of verified tokens, keyed by the exact token string and its type.
+
+    A different string (one changed byte) is a different key, so a tampered token never
+    hits. Oldest entries go first when it is full. Safe to share between threads: a lost
+    race costs one more verification, never a wrong answer.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: dict[tuple[str, str], Token] = {}
+
+    def get(self, token: str, token_type: str) -> Token | None:
+        """The cached verification of ``token``, or None."""
+        return self._entries.get((token, token_type)) if self.size else None
+
+    def put(self, token: str, token_type: str, verified: Token) -> None:
+        """Remember ``verified``, evicting the oldest entry when full."""
+        if not self.size:
+            return
+        while len(self._entries) >= self.size:
+            try:
+                del self._entries[next(iter(self._entries))]
+            except (KeyError, StopIteration, RuntimeError):
+                break
+        self._entries[(token, token_type)] = verified
+
+    def drop(self, token: str, token_type: str) -> None:
+        """Forget ``token``."""
+        self._entries.pop((token, token_type), None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _check_claim_types(claims: Mapping[str, Any]) -> None:

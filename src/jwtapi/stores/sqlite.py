@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from jwtapi.stores.base import StoreUnavailable
-from jwtapi.stores.sql import Conflict, Executor, SQLDatabase, apply_migrations
+from jwtapi.stores.sql import Conflict, Executor, Row, SQLDatabase, apply_migrations
 
 #: Schema migrations; entry N brings a database from user_version N to N + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -124,6 +125,14 @@ class SQLiteDatabase(SQLDatabase):
                 raise
             conn.commit()
 
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """One row of a read: the hot path of every revocation check, kept direct."""
+        try:
+            row: Row | None = self.connection().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return row
+
     @contextmanager
     def read(self) -> Iterator[Executor]:
         """This thread's connection, in autocommit mode."""
@@ -147,11 +156,17 @@ def _translated(path: Path) -> Iterator[None]:
     """Turn sqlite3's errors into the stores' own."""
     try:
         yield
-    except sqlite3.IntegrityError:
-        raise Conflict() from None
     except sqlite3.Error as exc:
-        # The file cannot be had (busy, unreadable, full, not a database): unavailable.
-        # Anything else (a missing table, say) is a bug, left to surface as a 500.
-        if getattr(exc, "sqlite_errorname", "").startswith(_UNAVAILABLE):
-            raise StoreUnavailable(f"database {path}: {exc}") from None
-        raise
+        raise _translate(exc, path) from None
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> Exception:
+    """The stores' own error for ``exc``: :class:`Conflict` for a broken uniqueness
+    constraint; :class:`StoreUnavailable` when the file cannot be had (busy, unreadable,
+    full, not a database). Anything else (a missing table, say) is a bug, left as it is to
+    surface as a 500."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return Conflict()
+    if getattr(exc, "sqlite_errorname", "").startswith(_UNAVAILABLE):
+        return StoreUnavailable(f"database {path}: {exc}")
+    return exc
