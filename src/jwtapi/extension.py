@@ -10,6 +10,7 @@ raised as a Werkzeug ``HTTPException`` by :mod:`jwtapi.errors`.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -163,11 +164,16 @@ def token_required(
     required = _scope_text(scope)
 
     def decorate(fn: F) -> F:
+        # Decided once: a plain function is called as it is, on every request.
+        is_async = inspect.iscoroutinefunction(fn)
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if request.method != "OPTIONS":
                 verify_request(required, optional)
-            return current_app.ensure_sync(fn)(*args, **kwargs)
+            if is_async:
+                return current_app.ensure_sync(fn)(*args, **kwargs)
+            return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 

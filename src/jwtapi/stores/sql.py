@@ -11,6 +11,7 @@ a family starts only while its user's row is locked against a concurrent passwor
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -279,10 +280,9 @@ class SQLRevocationStore:
         purge_batch(self.db, "revocations", "key", now())
 
     def is_revoked(self, keys: Sequence[str]) -> bool:
-        """True when any of ``keys`` is revoked (primary-key lookups only)."""
-        marks = ",".join("?" * len(keys))
-        query = f"SELECT 1 FROM revocations WHERE key IN ({marks}) LIMIT 1"  # noqa: S608
-        return self.db.fetchone(query, keys) is not None
+        """True when any of ``keys`` is revoked: one primary-key lookup each."""
+        row = self.db.fetchone(_exists_query(len(keys)), keys)
+        return bool(row and row[0])
 
     def purge(self, now: int) -> int:
         """Forget revocations whose tokens have all expired."""
@@ -294,6 +294,13 @@ class SQLRevocationStore:
     def ping(self) -> None:
         """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless the database answers."""
         self.db.ping()
+
+
+@functools.lru_cache(maxsize=8)
+def _exists_query(count: int) -> str:
+    """``SELECT EXISTS (...) OR EXISTS (...)``, one primary-key probe per key."""
+    probe = "EXISTS (SELECT 1 FROM revocations WHERE key = ?)"
+    return "SELECT " + " OR ".join([probe] * count)
 
 
 #: Rows one clean-up deletes at most: each write pays for a bounded clean-up.
