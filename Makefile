@@ -31,16 +31,16 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(VENV)/.installed $@
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(VENV)/.installed $(VENV)/.installed-bench $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
-	touch $(VENV)/.installed $(VENV)/.installed-test $@
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	touch $(VENV)/.installed $(VENV)/.installed-test $(VENV)/.installed-bench $@
 
-# Work in progress (issue 6): the in-process part of the benchmark.
+# The benchmark (docs/performance.md): in process, over HTTP with wrk, against targets.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m bench.inprocess
+	$(BIN)/python -m bench
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -10,6 +10,7 @@ Run: ``python -m bench.inprocess`` (``make bench`` runs every part).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import secrets
@@ -27,9 +28,11 @@ import jwt
 from flask import Flask
 
 from jwtapi import JWTAuth, token_required
+from jwtapi.extension import EXTENSION_KEY
 from jwtapi.keys import generate_private_key, write_key_pair
 from jwtapi.settings import parse_settings
 from jwtapi.stores import open_revocations
+from jwtapi.tokens import TokenService
 
 Request = Callable[[], None]
 
@@ -99,9 +102,17 @@ def open_route() -> Request:
 
 
 def jwtapi_route(
-    workdir: Path, algorithm: str, redis_url: str | None = None, cache_size: int | None = None
+    workdir: Path,
+    algorithm: str,
+    redis_url: str | None = None,
+    cache_size: int | None = None,
+    revoked: int = 0,
 ) -> Request:
-    """A route behind ``@token_required``, with every claim check and the revocation check."""
+    """A route behind ``@token_required``, with every claim check and the revocation check.
+
+    ``cache_size=0`` switches the verified-token cache off; ``revoked`` puts that many
+    revocations in the store first.
+    """
     values: dict[str, Any] = {
         "JWTAPI_ALGORITHM": algorithm,
         "JWTAPI_DATABASE": str(workdir / f"{algorithm}.sqlite3"),
@@ -114,8 +125,19 @@ def jwtapi_route(
     if redis_url:
         values["JWTAPI_REDIS_URL"] = redis_url
     settings = parse_settings(values)
-    app = Flask(f"jwtapi-{algorithm}")
-    JWTAuth(app, settings=settings, revocations=open_revocations(settings.database, redis_url))
+    revocations = open_revocations(settings.database, redis_url)
+    if revoked:
+        expires = int(time.time()) + 86_400
+        batch = 50_000
+        for start in range(0, revoked, batch):
+            entries = [(f"jti:revoked-{n}", expires) for n in range(start, start + batch)]
+            revocations.revoke(entries[: revoked - start])
+    app = Flask(f"jwtapi-{algorithm}-{revoked}-{cache_size}")
+    JWTAuth(app, settings=settings, revocations=revocations)
+    if cache_size is not None:
+        state = app.extensions[EXTENSION_KEY]
+        tokens = TokenService(settings, state.keys, cache_size=cache_size)
+        app.extensions[EXTENSION_KEY] = dataclasses.replace(state, tokens=tokens)
 
     @app.get("/r")
     @token_required
@@ -158,7 +180,9 @@ def raw_decode() -> Request:
 
 
 @contextmanager
-def variants(redis_url: str | None = None) -> Iterator[dict[str, Request]]:
+def variants(
+    redis_url: str | None = None, revoked_counts: tuple[int, ...] = (10_000, 1_000_000)
+) -> Iterator[dict[str, Request]]:
     """Every in-process variant, built in a temporary directory removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="jwtapi-bench-"))
     try:
@@ -168,11 +192,16 @@ def variants(redis_url: str | None = None) -> Iterator[dict[str, Request]]:
             "jwtapi RS256": jwtapi_route(workdir, "RS256"),
             "jwtapi ES256": jwtapi_route(workdir, "ES256"),
             "jwtapi EdDSA": jwtapi_route(workdir, "EdDSA"),
+            "jwtapi HS256, cache off": jwtapi_route(workdir / "nocache", "HS256", cache_size=0),
             "Flask-JWT-Extended HS256": flask_jwt_extended_route(),
             "jwt.decode alone": raw_decode(),
         }
         if redis_url:
-            built["jwtapi HS256, Redis"] = jwtapi_route(workdir, "HS256", redis_url)
+            built["jwtapi HS256, Redis"] = jwtapi_route(workdir / "redis", "HS256", redis_url)
+        for count in revoked_counts:
+            built[f"jwtapi HS256, {count:,} revoked"] = jwtapi_route(
+                workdir / f"revoked-{count}", "HS256", revoked=count
+            )
         yield built
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

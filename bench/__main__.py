@@ -1,0 +1,276 @@
+"""``make bench``: every measurement of issue 6 in one run, with its target, pass or fail.
+
+Prints one table of medians and ratios (ratios measured side by side in the same run:
+these machines are shared and noisy), writes them to ``docs/performance.json`` and plots
+the in-process costs to ``docs/performance.png``.
+
+``python -m bench --quick`` runs every row with a few iterations (the smoke test's mode:
+it checks the rows are produced, never the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import http, inprocess
+from jwtapi.passwords import Passwords
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a measurement, what it is compared with, and its target."""
+
+    part: str
+    name: str
+    value: float
+    unit: str
+    ratio: float | None = None
+    against: str = ""
+    target: str = ""
+    passed: bool | None = None
+
+
+@contextmanager
+def redis_if_available() -> Iterator[str | None]:
+    """A throwaway redis-server on a free port when one is installed, else None."""
+    program = shutil.which("redis-server")
+    if program is None:
+        yield None
+        return
+    port = http.free_port()
+    workdir = tempfile.mkdtemp(prefix="jwtapi-bench-redis-")
+    process = subprocess.Popen(
+        [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # polling interval of the readiness check
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def at_most(limit: float) -> tuple[str, float]:
+    return f"<= {limit}x", limit
+
+
+def in_process_rows(quick: bool) -> list[Row]:
+    """The in-process table, including the store-size rows."""
+    counts = (100, 1000) if quick else (10_000, 1_000_000)
+    with redis_if_available() as redis_url, inprocess.variants(redis_url, counts) as built:
+        rounds, per_round = (2, 5) if quick else (25, 400)
+        results = {r.name: r.median_us for r in inprocess.measure(built, rounds, per_round)}
+    base = results["open route"]
+    fje = results["Flask-JWT-Extended HS256"]
+    targets = {
+        "jwtapi HS256": 1.4,
+        "jwtapi RS256": 1.5,
+        "jwtapi ES256": 1.5,
+        "jwtapi EdDSA": 1.5,
+        "jwtapi HS256, cache off": 2.0,
+    }
+    rows = []
+    for name, us in results.items():
+        if "revoked" in name:
+            continue
+        limit = targets.get(name)
+        rows.append(
+            Row(
+                "in process",
+                name,
+                us,
+                "us/request",
+                us / base,
+                "open route",
+                f"<= {limit}x" if limit else "",
+                (us / base <= limit) if limit else None,
+            )
+        )
+    hs = results["jwtapi HS256"]
+    rows.append(
+        Row(
+            "in process",
+            "jwtapi HS256 vs Flask-JWT-Extended",
+            hs,
+            "us/request",
+            hs / fje,
+            "Flask-JWT-Extended HS256",
+            "<= 0.4x",
+            hs / fje <= 0.4,
+        )
+    )
+    for count in counts:
+        name = f"jwtapi HS256, {count:,} revoked"
+        us = results[name]
+        limit = 1.1 if count == counts[-1] else None
+        rows.append(
+            Row(
+                "store size",
+                name,
+                us,
+                "us/request",
+                us / hs,
+                "jwtapi HS256 (empty store)",
+                f"<= {limit}x" if limit else "",
+                (us / hs <= limit) if limit else None,
+            )
+        )
+    return rows
+
+
+def http_rows(quick: bool) -> list[Row]:
+    """Over HTTP with 2 workers (and the protected route with 1), and /login vs the hash."""
+    rounds, seconds = (1, 1.0) if quick else (5, 5.0)
+    two = {r.name: r for r in http.measure(2, rounds, seconds, connections=4)}
+    one = {r.name: r for r in http.measure(1, rounds, seconds, 4, include_login=False)}
+    rows = []
+    base = two["open route"].cpu_us_per_request
+    for name, result in two.items():
+        if name.startswith("/login"):
+            continue
+        ratio = result.cpu_us_per_request / base
+        is_ours = name == "jwtapi protected"
+        rows.append(
+            Row(
+                "HTTP, 2 workers",
+                f"{name}: worker CPU",
+                result.cpu_us_per_request,
+                "us/request",
+                ratio,
+                "open route",
+                "<= 1.15x" if is_ours else "",
+                (ratio <= 1.15) if is_ours else None,
+            )
+        )
+        rows.append(
+            Row("HTTP, 2 workers", f"{name}: throughput", result.requests_per_second, "requests/s")
+        )
+        rows.append(Row("HTTP, 2 workers", f"{name}: p99 latency", result.p99_ms, "ms"))
+    rows.append(
+        Row(
+            "HTTP, 1 worker",
+            "jwtapi protected: throughput",
+            one["jwtapi protected"].requests_per_second,
+            "requests/s",
+            one["jwtapi protected"].requests_per_second
+            / two["jwtapi protected"].requests_per_second,
+            "same with 2 workers",
+        )
+    )
+    # What argon2id alone allows: verifications per second on the cores the workers have.
+    passwords = Passwords()  # the parameters /login uses
+    hashed = passwords.hash("bench-password-1")
+    times = []
+    for _ in range(3 if quick else 15):
+        started = time.perf_counter()
+        passwords.verify(hashed, "bench-password-1")
+        times.append(time.perf_counter() - started)
+    parallel = min(2, os.cpu_count() or 1)
+    allowed = parallel / statistics.median(times)
+    login = two["/login (argon2id)"].requests_per_second
+    rows.append(
+        Row(
+            "HTTP, 2 workers",
+            "/login throughput vs argon2id alone",
+            login,
+            "requests/s",
+            login / allowed,
+            f"hash alone: {allowed:.1f}/s",
+            ">= 0.9x",
+            login / allowed >= 0.9,
+        )
+    )
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'part':16} {'measurement':44} {'median':>12} {'unit':11} {'ratio':>7}  target    ")
+    for row in rows:
+        ratio = f"{row.ratio:6.2f}x" if row.ratio is not None else ""
+        verdict = {True: "pass", False: "FAIL", None: ""}[row.passed]
+        print(
+            f"{row.part:16} {row.name:44} {row.value:12.1f} {row.unit:11} {ratio:>7}  "
+            f"{row.target:9} {verdict}"
+        )
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """A bar chart of in-process cost per request by variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.part in ("in process", "store size") and "vs" not in r.name]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.2))
+    colors = ["#888888" if not r.name.startswith("jwtapi") else "#2b6cb0" for r in shown]
+    ax.barh([r.name for r in shown], [r.value for r in shown], color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel("microseconds per request, in process (median of interleaved rounds)")
+    ax.set_title("jwtapi: cost of a protected route")
+    for index, row in enumerate(shown):
+        ax.text(row.value, index, f" {row.value:.0f} us", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    """Run every part; print, save and plot; exit 1 if a target failed (full run only)."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="a few iterations: smoke test")
+    parser.add_argument("--out", type=Path, default=DOCS, help="where the JSON and PNG go")
+    args = parser.parse_args()
+    started = time.monotonic()
+    rows = in_process_rows(args.quick) + http_rows(args.quick)
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "seconds": round(time.monotonic() - started, 1),
+        "quick": args.quick,
+    }
+    (args.out / "performance.json").write_text(
+        json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=1) + "\n"
+    )
+    plot(rows, args.out / "performance.png")
+    print(f"\n{len(rows)} rows in {machine['seconds']} s; written to {args.out}")
+    failed = [r.name for r in rows if r.passed is False]
+    if failed and not args.quick:
+        print("targets missed: " + "; ".join(failed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The server the HTTP benchmark loads: ``jwtapi serve``'s own app and gunicorn setup.
+
+It is :func:`jwtapi.app.create_app` under :func:`jwtapi.server.serve`, exactly as
+``jwtapi serve`` runs it, plus two routes for comparison: ``/open`` (no authentication)
+and ``/fje`` (Flask-JWT-Extended's ``@jwt_required()``, HS256). Before serving it writes
+the tokens and credentials the load generator needs to ``--tokens``.
+
+Run: ``python -m bench.serve --port P --workers N --workdir DIR --tokens FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask_jwt_extended import JWTManager, create_access_token, jwt_required
+
+from jwtapi.app import create_app
+from jwtapi.extension import JWTAuth
+from jwtapi.passwords import Passwords
+from jwtapi.server import ServeOptions, serve
+from jwtapi.settings import parse_settings
+from jwtapi.stores import open_user_store
+
+PASSWORD = "bench-password-1"  # noqa: S105 - a throwaway user of a throwaway database
+
+
+def main() -> None:
+    """Build the app, write the tokens, serve until terminated."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--tokens", type=Path, required=True)
+    args = parser.parse_args()
+
+    secret = secrets.token_urlsafe(48)
+    settings = parse_settings(
+        {
+            "JWTAPI_SECRET_KEY": secret,
+            "JWTAPI_DATABASE": str(args.workdir / "bench.sqlite3"),
+            "JWTAPI_LOGIN_RATE_LIMIT": "off",
+        }
+    )
+    users = open_user_store(settings.database)
+    if users.get("bench") is None:
+        users.add("bench", Passwords().hash(PASSWORD), "read")
+    app = create_app(settings=settings)
+    app.config["JWT_SECRET_KEY"] = secret
+    JWTManager(app)
+
+    @app.get("/open")
+    def open_route() -> dict[str, Any]:
+        return {"sub": "bench"}
+
+    @app.get("/fje")
+    @jwt_required()
+    def fje_route() -> dict[str, Any]:
+        return {"sub": "bench"}
+
+    with app.app_context():
+        tokens = {
+            "access_token": JWTAuth.issue_tokens("bench", "read").access_token,
+            "fje_token": create_access_token(identity="bench"),
+            "username": "bench",
+            "password": PASSWORD,
+        }
+    args.tokens.write_text(json.dumps(tokens))
+    serve(
+        app,
+        settings,
+        ServeOptions(
+            port=args.port, workers=args.workers, access_log=str(args.workdir / "access.log")
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

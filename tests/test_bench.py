@@ -1,0 +1,63 @@
+"""Smoke test of `make bench`'s own code: a quick run produces every row and its files.
+
+No timing is asserted here (these machines are shared and noisy); `make bench` judges the
+numbers against their targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = [
+    "open route",
+    "jwtapi HS256",
+    "jwtapi RS256",
+    "jwtapi ES256",
+    "jwtapi EdDSA",
+    "jwtapi HS256, cache off",
+    "Flask-JWT-Extended HS256",
+    "jwt.decode alone",
+    "jwtapi HS256, Redis",
+    "jwtapi HS256 vs Flask-JWT-Extended",
+    "jwtapi HS256, 100 revoked",
+    "jwtapi HS256, 1,000 revoked",
+    "open route: worker CPU",
+    "open route: throughput",
+    "open route: p99 latency",
+    "jwtapi protected: worker CPU",
+    "jwtapi protected: throughput",
+    "jwtapi protected: p99 latency",
+    "Flask-JWT-Extended: worker CPU",
+    "Flask-JWT-Extended: throughput",
+    "Flask-JWT-Extended: p99 latency",
+    "jwtapi protected: throughput",
+    "/login throughput vs argon2id alone",
+]
+
+
+def test_a_quick_bench_run_produces_every_row(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "performance.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names == EXPECTED
+    for row in report["rows"]:
+        assert row["value"] > 0, row
+        if row["target"]:
+            assert row["passed"] in (True, False)
+            assert row["name"] in result.stdout
+    assert (tmp_path / "performance.png").read_bytes().startswith(b"\x89PNG")
+    assert report["machine"]["quick"] is True
