@@ -14,7 +14,6 @@ raises its own :class:`~jwtapi.exceptions.InvalidToken` subclass.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Mapping
@@ -148,17 +147,10 @@ class TokenService:
         self.refresh_ttl = settings.refresh_token_ttl
         required = [*_REQUIRED_CLAIMS, *(["aud"] if settings.audience else [])]
         self._options: Any = {"require": required, "verify_signature": True}
-        single = (
+        self._single_key: VerificationKey | None = (
             next(iter(keys.verification_keys.values()))
             if not keys.remote and len(keys.verification_keys) == 1
             else None
-        )
-        # An HMAC secret as a ready PyJWK: PyJWT then skips re-checking, on every token,
-        # that the secret is not a public key (it was checked once, at start-up).
-        self._single_key: VerificationKey | jwt.PyJWK | None = (
-            jwt.PyJWK({"kty": "oct", "k": _b64url(single)}, algorithm=keys.algorithm)
-            if isinstance(single, bytes)
-            else single
         )
         self._jwt = jwt.PyJWT()
 
@@ -328,10 +320,6 @@ class VerifiedTokens:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _check_claim_types(claims: Mapping[str, Any]) -> None:
