@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from jwtapi.errors import AuthHTTPException
@@ -105,14 +105,20 @@ def verify_request(
     Raises an :class:`AuthHTTPException` on any failure. With ``optional`` a request
     without any token gives None, while a bad token is still refused.
     """
+    return _authenticate(request._get_current_object(), _scope_text(scope), optional)  # type: ignore[attr-defined]
+
+
+def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
+    """:func:`verify_request` for a request object already at hand (the hot path: every
+    protected request runs it, so it reads the WSGI environ directly)."""
     state = auth_state()
-    required = _scope_text(scope)
+    environ = req.environ
     try:
-        header_token = bearer_from_header(request.headers.get("Authorization"))
+        header_token = bearer_from_header(environ.get("HTTP_AUTHORIZATION"))
         # The query string is parsed only when there is one (most requests have none).
         query_tokens = (
-            [v for name in QUERY_PARAMETERS for v in request.args.getlist(name)]
-            if request.query_string
+            [v for name in QUERY_PARAMETERS for v in req.args.getlist(name)]
+            if environ.get("QUERY_STRING")
             else []
         )
         try:
@@ -169,8 +175,9 @@ def token_required(
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if request.method != "OPTIONS":
-                verify_request(required, optional)
+            req = request._get_current_object()  # type: ignore[attr-defined]
+            if req.method != "OPTIONS":
+                _authenticate(req, required, optional)
             if is_async:
                 return current_app.ensure_sync(fn)(*args, **kwargs)
             return fn(*args, **kwargs)
