@@ -61,3 +61,6 @@ def test_a_quick_bench_run_produces_every_row(tmp_path: Path) -> None:
             assert row["name"] in result.stdout
     assert (tmp_path / "performance.png").read_bytes().startswith(b"\x89PNG")
     assert report["machine"]["quick"] is True
+    page = (tmp_path / "performance.md").read_text()
+    assert "![cost per request by variant](performance.png)" in page
+    assert all(f"| {name} |" in page for name in EXPECTED)
