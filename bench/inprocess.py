@@ -29,7 +29,7 @@ from flask import Flask
 
 from jwtapi import JWTAuth, token_required
 from jwtapi.extension import EXTENSION_KEY
-from jwtapi.keys import generate_private_key, write_key_pair
+from jwtapi.keys import generate_private_key, load_keys, write_key_pair
 from jwtapi.settings import parse_settings
 from jwtapi.stores import open_revocations
 from jwtapi.tokens import TokenService
@@ -179,6 +179,34 @@ def raw_decode() -> Request:
     return request
 
 
+def raw_decode_of_our_token(workdir: Path) -> Request:
+    """``jwt.decode`` alone of a token exactly as jwtapi issues it (RFC 9068 claims, HS256),
+    checking what jwtapi checks: the floor PyJWT sets for the cache-off variant."""
+    settings = parse_settings(
+        {
+            "JWTAPI_SECRET_KEY": secrets.token_urlsafe(48),
+            "JWTAPI_DATABASE": str(workdir / "floor.sqlite3"),
+        }
+    )
+    service = TokenService(settings, load_keys(settings), cache_size=0)
+    token = service.issue_pair("bench", "read").access_token
+    secret = settings.secret_key
+    assert secret is not None
+    required = ["exp", "iat", "nbf", "sub", "jti", "iss"]
+
+    def request() -> None:
+        jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            issuer=settings.issuer,
+            options={"require": required},
+        )
+
+    request()
+    return request
+
+
 @contextmanager
 def variants(
     redis_url: str | None = None, revoked_counts: tuple[int, ...] = (10_000, 1_000_000)
@@ -195,6 +223,7 @@ def variants(
             "jwtapi HS256, cache off": jwtapi_route(workdir / "nocache", "HS256", cache_size=0),
             "Flask-JWT-Extended HS256": flask_jwt_extended_route(),
             "jwt.decode alone": raw_decode(),
+            "jwt.decode alone, jwtapi's token": raw_decode_of_our_token(workdir),
         }
         if redis_url:
             built["jwtapi HS256, Redis"] = jwtapi_route(workdir / "redis", "HS256", redis_url)

@@ -22,6 +22,7 @@ EXPECTED = [
     "jwtapi HS256, cache off",
     "Flask-JWT-Extended HS256",
     "jwt.decode alone",
+    "jwt.decode alone, jwtapi's token",
     "jwtapi HS256, Redis",
     "jwtapi HS256 vs Flask-JWT-Extended",
     "jwtapi HS256, 100 revoked",

@@ -203,3 +203,26 @@ def test_a_library_app_sharing_redis_honours_revocations_and_fails_closed(
     assert down.get_json()["error"] == "temporarily_unavailable"
     assert down.headers["Retry-After"] == "5"
     assert client.get("/orders", headers=headers).status_code == 200
+
+
+def test_guarded_answers_to_a_token_in_the_url_are_never_cached() -> None:
+    """RFC 6750 section 2.3: the library marks what it guards, accepted or refused."""
+    app, _ = make_app()
+
+    @app.get("/unguarded")
+    def unguarded() -> dict[str, Any]:
+        return {}
+
+    client = app.test_client()
+    access = tokens(client)["access_token"]
+    accepted = client.get(f"/orders?access_token={access}")
+    assert accepted.status_code == 200
+    assert accepted.headers["Cache-Control"] == "no-store"
+    refused = client.get(f"/admin/stats?token={access}")
+    assert refused.status_code == 403
+    assert refused.headers["Cache-Control"] == "no-store"
+    by_header = client.get("/orders?page=2", headers={"Authorization": f"Bearer {access}"})
+    assert by_header.status_code == 200
+    assert "Cache-Control" not in by_header.headers
+    # A route the library does not guard is the app's own business.
+    assert "Cache-Control" not in client.get(f"/unguarded?token={access}").headers

@@ -375,6 +375,18 @@ def test_revocation_is_durable_and_shared(path: Path, stores: Stores) -> None:
     assert raw(path, "SELECT key FROM revocations") == [("sid:s1",)]
 
 
+def test_revocation_checks_hold_no_read_transaction_open(path: Path, stores: Stores) -> None:
+    """The check reuses one cursor per thread: it must leave no snapshot behind, so a
+    revocation written elsewhere is seen at once and checkpoints are never held back."""
+    t = now()
+    assert stores.revocations.is_revoked(["jti:a", "sid:b"]) is False
+    raw_write(path, "INSERT INTO revocations (key, expires_at) VALUES ('sid:b', ?)", (t + 900,))
+    assert stores.revocations.is_revoked(["jti:a", "sid:b"]) is True
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+
+
 @pytest.mark.parametrize(
     ("first", "second", "kept"),
     [(900, 300, 900), (300, 900, 900), (600, 600, 600)],

@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jwtapi.errors import register_json_errors
-from jwtapi.extension import JWTAuth, auth_state, settings_from_config
+from jwtapi.extension import JWTAuth, auth_state, no_store_for_query_tokens, settings_from_config
 from jwtapi.passwords import Passwords
 from jwtapi.ratelimit import limit_login
 from jwtapi.routes import Service, register_routes
@@ -70,7 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+        return no_store_for_query_tokens(response)
 
     if settings.trusted_proxies:
         n = settings.trusted_proxies

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from flask import Flask, Request, Response, current_app, g, request
+from flask import Flask, Request, Response, after_this_request, current_app, g, request
+from flask.globals import app_ctx
 from werkzeug.local import LocalProxy
 
 from jwtapi.errors import AuthHTTPException
@@ -79,7 +80,6 @@ class JWTAuth:
         app.extensions[EXTENSION_KEY] = AuthState(
             settings, keys, TokenService(settings, keys), revocations
         )
-        app.after_request(_no_store_for_query_tokens)
 
     @staticmethod
     def issue_tokens(subject: str, scope: str = "") -> TokenPair:
@@ -89,7 +89,7 @@ class JWTAuth:
 
 def auth_state(app: Flask | None = None) -> AuthState:
     """The :class:`AuthState` of ``app`` (default: the current app)."""
-    target = app if app is not None else current_app
+    target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         state: AuthState = target.extensions[EXTENSION_KEY]
     except KeyError:
@@ -110,8 +110,10 @@ def verify_request(
 
 def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
     """:func:`verify_request` for a request object already at hand (the hot path: every
-    protected request runs it, so it reads the WSGI environ directly)."""
-    state = auth_state()
+    protected request runs it, so it reads the WSGI environ directly, and looks the app
+    context up once, for both the app's state and ``g``)."""
+    context = app_ctx._get_current_object()  # type: ignore[attr-defined]
+    state = auth_state(context.app)
     environ = req.environ
     try:
         header_token = bearer_from_header(environ.get("HTTP_AUTHORIZATION"))
@@ -119,13 +121,15 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         query_tokens = (
             [v for name in QUERY_PARAMETERS for v in req.args.getlist(name)]
             if environ.get("QUERY_STRING")
-            else []
+            else ()
         )
+        if query_tokens:
+            after_this_request(no_store_for_query_tokens)
         try:
             raw = select_token(header_token, query_tokens, state.settings.query_token)
         except MissingToken:
             if optional:
-                g.pop(_G_KEY, None)
+                context.g.pop(_G_KEY, None)
                 return None
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
@@ -138,7 +142,7 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         # Fail closed: a token whose revocation cannot be checked is not accepted.
         log.warning("refusing a token: %s", exc)
         raise AuthHTTPException(StateUnavailable()) from None
-    setattr(g, _G_KEY, token)
+    setattr(context.g, _G_KEY, token)
     return token
 
 
@@ -198,8 +202,12 @@ def get_current_token() -> Token | None:
 current_token: Token = LocalProxy(get_current_token)  # type: ignore[assignment]
 
 
-def _no_store_for_query_tokens(response: Response) -> Response:
-    """A response to a request with a token in its URL must not be cached anywhere."""
+def no_store_for_query_tokens(response: Response) -> Response:
+    """Mark ``response`` ``no-store`` when its request carries a token in its URL.
+
+    RFC 6750 section 2.3: such a response must not be cached anywhere. ``token_required``
+    applies it to the routes it guards; the jwtapi service to every route.
+    """
     if request.query_string and any(name in request.args for name in QUERY_PARAMETERS):
         response.headers["Cache-Control"] = "no-store"
     return response

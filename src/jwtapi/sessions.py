@@ -22,7 +22,7 @@ from jwtapi.exceptions import (
 )
 from jwtapi.passwords import Passwords
 from jwtapi.stores import FamilyStore, RevocationStore, Rotation, UserStore
-from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair, TokenService, revocation_keys
+from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair, TokenService
 
 
 class Revoker:
@@ -79,7 +79,7 @@ class Revoker:
 
 def ensure_not_revoked(revocations: RevocationStore, token: Token) -> None:
     """Raise :class:`RevokedToken` when ``token`` or its family is in ``revocations``."""
-    if revocations.is_revoked(revocation_keys(token)):
+    if revocations.is_revoked(token.revocation_keys):
         raise RevokedToken()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -58,6 +58,19 @@ class Token:
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
+    #: The revocation-store keys that can revoke this token: its ``jti`` and its family
+    #: (``sid``). Computed once, as the token is verified, not on every request.
+    revocation_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    #: ``exp``, as a number read once (the verified-token cache checks it on every hit).
+    expires_at: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expires_at", self.claims["exp"])
+        keys: tuple[str, ...] = (f"jti:{self.claims['jti']}",)
+        sid = self.claims.get("sid")
+        if isinstance(sid, str) and sid:
+            keys += (f"sid:{sid}",)
+        object.__setattr__(self, "revocation_keys", keys)
 
     @property
     def sub(self) -> str:
@@ -217,7 +230,9 @@ class TokenService:
         """
         cached = self._cache.get(token, expected_type)
         if cached is not None:
-            if cached.exp + self._leeway > time.time() and self._key_still_listed(cached):
+            if cached.expires_at + self._leeway > time.time() and (
+                not self._keys.remote or self._key_still_listed(cached)
+            ):
                 return cached
             self._cache.drop(token, expected_type)
         verified = self._verify(token, expected_type)
@@ -226,8 +241,6 @@ class TokenService:
 
     def _key_still_listed(self, token: Token) -> bool:
         # Only a remote JWKS changes while we run; the lookup also refreshes it when stale.
-        if not self._keys.remote:
-            return True
         try:
             return self._keys.verification_keys.get(token.header.get("kid")) is not None
         except KeysUnavailable:
@@ -338,14 +351,6 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
     for name in ("scope", "sid"):
         if not isinstance(claims.get(name, ""), str):
             raise MalformedToken(f"malformed token: {name} must be a string")
-
-
-def revocation_keys(token: Token) -> list[str]:
-    """The revocation-store keys that can revoke ``token``: its ``jti`` and its family."""
-    keys = [f"jti:{token.jti}"]
-    if token.sid:
-        keys.append(f"sid:{token.sid}")
-    return keys
 
 
 def new_id() -> str:

@@ -70,6 +70,8 @@ def select_token(header_token: str | None, query_tokens: Sequence[str], query_al
     query parameters) raises :class:`InvalidRequest` (RFC 6750 section 2: a client MUST NOT
     use more than one method). With ``query_allowed`` False query parameters are ignored.
     """
+    if header_token is not None and not (query_allowed and query_tokens):
+        return header_token  # the common case, decided without building lists
     candidates = ([header_token] if header_token is not None else []) + (
         list(query_tokens) if query_allowed else []
     )

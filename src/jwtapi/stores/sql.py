@@ -97,6 +97,11 @@ class SQLDatabase(ABC):
             row: Row | None = db.execute(sql, params).fetchone()
             return row
 
+    def holds(self, sql: str, params: Sequence[Any] = ()) -> bool:
+        """The truth of a read answering exactly one row of one value (``SELECT EXISTS``)."""
+        row = self.fetchone(sql, params)
+        return bool(row and row[0])
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a read."""
         with self.read() as db:
@@ -281,8 +286,7 @@ class SQLRevocationStore:
 
     def is_revoked(self, keys: Sequence[str]) -> bool:
         """True when any of ``keys`` is revoked: one primary-key lookup each."""
-        row = self.db.fetchone(_exists_query(len(keys)), keys)
-        return bool(row and row[0])
+        return self.db.holds(_exists_query(len(keys)), keys)
 
     def purge(self, now: int) -> int:
         """Forget revocations whose tokens have all expired."""

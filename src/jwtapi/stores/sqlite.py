@@ -82,14 +82,24 @@ class PerThreadConnection:
             for pragma in self.pragmas:
                 conn.execute(f"PRAGMA {pragma}")
             self._local.conn = conn
+            self._local.cursor = conn.cursor()
         return conn
+
+    def cursor(self) -> sqlite3.Cursor:
+        """This thread's cursor, kept for one-row reads: a cursor left inside a longer
+        result would keep its read transaction open."""
+        cursor: sqlite3.Cursor | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            self.get()
+            cursor = self._local.cursor
+        return cursor
 
     def close(self) -> None:
         """Close this thread's connection (a forked child then opens its own)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
+            self._local.conn = self._local.cursor = None
 
 
 class SQLiteDatabase(SQLDatabase):
@@ -132,6 +142,14 @@ class SQLiteDatabase(SQLDatabase):
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         return row
+
+    def holds(self, sql: str, params: Sequence[Any] = ()) -> bool:
+        """The truth of a one-row, one-value read, on a kept cursor (every revocation check)."""
+        try:
+            row = self._connections.cursor().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        return bool(row and row[0])
 
     @contextmanager
     def read(self) -> Iterator[Executor]:
