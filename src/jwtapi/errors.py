@@ -24,6 +24,7 @@ from werkzeug.sansio.response import Response as SansIOResponse
 
 from jwtapi.exceptions import (
     AuthError,
+    CSRFRejected,
     InsufficientScope,
     InvalidCredentials,
     MissingToken,
@@ -49,7 +50,7 @@ def json_body(error: str, description: str) -> str:
 
 def challenge(error: AuthError) -> str | None:
     """The ``WWW-Authenticate`` value for ``error``, or None when it takes none."""
-    if isinstance(error, TemporarilyUnavailable):
+    if isinstance(error, TemporarilyUnavailable | CSRFRejected):
         return None
     if isinstance(error, InvalidCredentials):
         return f'Basic realm="{REALM}", charset="UTF-8"'

@@ -68,6 +68,17 @@ class InsufficientScope(AuthError):
         super().__init__(description or f"this resource needs the scope {scope}")
 
 
+class CSRFRejected(AuthError):
+    """An unsafe request authenticated by cookie lacks the matching ``X-CSRF-Token``.
+
+    Not a bearer-token failure: it gets no ``WWW-Authenticate`` challenge.
+    """
+
+    status = 403
+    error = "csrf_rejected"
+    default_description = "missing X-CSRF-Token header"
+
+
 class TemporarilyUnavailable(AuthError):
     """Something the check needs does not answer right now: refuse (fail closed) with 503.
 

@@ -20,6 +20,7 @@ from flask import Flask, Request, Response, after_this_request, current_app, g, 
 from flask.globals import app_ctx
 from werkzeug.local import LocalProxy
 
+from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE, SAFE_METHODS, check_csrf
 from jwtapi.errors import AuthHTTPException
 from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, StateUnavailable
 from jwtapi.keys import KeySet, load_keys
@@ -125,8 +126,18 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         )
         if query_tokens:
             after_this_request(no_store_for_query_tokens)
+        settings = state.settings
+        # The cookie is ambient (the browser sends it everywhere): a token the client
+        # presents on purpose, in the header or the query, comes first.
+        cookie_token = (
+            req.cookies.get(ACCESS_COOKIE) or None
+            if settings.cookie_tokens
+            and header_token is None
+            and not (query_tokens and settings.query_token)
+            else None
+        )
         try:
-            raw = select_token(header_token, query_tokens, state.settings.query_token)
+            raw = cookie_token or select_token(header_token, query_tokens, settings.query_token)
         except MissingToken:
             if optional:
                 context.g.pop(_G_KEY, None)
@@ -134,6 +145,8 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
         ensure_not_revoked(state.revocations, token)
+        if cookie_token is not None and req.method not in SAFE_METHODS:
+            check_csrf(environ.get("HTTP_X_CSRF_TOKEN"), req.cookies.get(CSRF_COOKIE), token)
         if required and not token.has_scopes(required):
             raise InsufficientScope(required)
     except AuthError as error:

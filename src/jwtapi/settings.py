@@ -173,10 +173,6 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
             f"{PREFIX}LOGIN_RATE_LIMIT: {rate_limit!r} is not a limit like '10/minute' or 'off'"
         )
 
-    cookie_tokens = reader.boolean("COOKIE_TOKENS", False)
-    if cookie_tokens:
-        raise ConfigError(f"{PREFIX}COOKIE_TOKENS: not supported by this version of jwtapi")
-
     return Settings(
         algorithm=algorithm,
         secret_key=secret,
@@ -192,7 +188,7 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         database=_database(reader.text("DATABASE") or DEFAULT_DATABASE),
         redis_url=_redis_url(reader.text("REDIS_URL")),
         query_token=reader.boolean("QUERY_TOKEN", True),
-        cookie_tokens=cookie_tokens,
+        cookie_tokens=reader.boolean("COOKIE_TOKENS", False),
         trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
         login_rate_limit=login_rate_limit,
     )

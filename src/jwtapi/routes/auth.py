@@ -7,11 +7,19 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from jwtapi.cookies import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    REFRESH_COOKIE,
+    check_csrf,
+    clear_token_cookies,
+    set_token_cookies,
+)
 from jwtapi.errors import abort_auth
 from jwtapi.exceptions import AuthError, InvalidRequest, MissingToken
-from jwtapi.extension import current_token, token_required
+from jwtapi.extension import auth_state, current_token, token_required
 from jwtapi.routes import service
-from jwtapi.tokens import TokenPair
+from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, TokenPair
 from jwtapi.transport import bearer_from_header, parse_basic
 
 #: Routes that issue tokens: not served by a verify-only server.
@@ -36,12 +44,24 @@ def login() -> Response:
 
 @issuing.post("/refresh")
 def refresh() -> Response:
-    """Rotate a refresh token (``Authorization: Bearer``) into a new token pair."""
+    """Rotate a refresh token into a new token pair.
+
+    The token comes from ``Authorization: Bearer``, or, with cookie tokens on and no such
+    header, from the refresh cookie; then the CSRF token must match before anything rotates.
+    """
+    sessions = service().sessions
     try:
         raw = bearer_from_header(request.headers.get("Authorization"))
+        if raw is None and auth_state().settings.cookie_tokens:
+            raw = request.cookies.get(REFRESH_COOKIE) or None
+            if raw is not None:
+                presented = sessions.tokens.verify(raw, REFRESH_TYPE)
+                check_csrf(
+                    request.headers.get(CSRF_HEADER), request.cookies.get(CSRF_COOKIE), presented
+                )
         if raw is None:
             raise MissingToken("no refresh token in the Authorization header")
-        pair = service().sessions.refresh(raw)
+        pair = sessions.refresh(raw)
     except AuthError as error:
         raise abort_auth(error) from None
     return token_response(pair)
@@ -58,6 +78,8 @@ def logout() -> Response:
         raise abort_auth(error) from None
     response = Response(status=204)
     del response.headers["Content-Type"]
+    if auth_state().settings.cookie_tokens:
+        clear_token_cookies(response)
     return response
 
 
@@ -81,8 +103,13 @@ def _refresh_token_from_body() -> str | None:
 
 
 def token_response(pair: TokenPair) -> Response:
-    """The token response, never cached (RFC 6749 section 5.1)."""
+    """The token response, never cached (RFC 6749 section 5.1); with cookie tokens on, the
+    same tokens also go into their cookies."""
     response = jsonify(pair.response_body())
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
+    state = auth_state()
+    if state.settings.cookie_tokens:
+        access = state.tokens.verify(pair.access_token, ACCESS_TYPE)
+        set_token_cookies(response, pair, access, state.settings.refresh_token_ttl)
     return response

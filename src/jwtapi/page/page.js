@@ -1,0 +1,129 @@
+"use strict";
+// The try-it page of jwtapi. No framework and no build step: the server inlines this
+// script, and its Content-Security-Policy admits it by its SHA-256 hash alone.
+(() => {
+  const cookieMode = document.body.dataset.cookieTokens === "true";
+  // With header tokens, the page holds them here, in memory only: never in localStorage
+  // or sessionStorage, and gone when the page closes. With cookie tokens, the browser
+  // holds them in httpOnly cookies this script cannot read; it keeps only the last access
+  // token's decoded form to show.
+  let accessToken = null;
+  let refreshToken = null;
+  const byId = (id) => document.getElementById(id);
+
+  function csrfToken() {
+    for (const part of document.cookie.split(";")) {
+      const [name, ...rest] = part.trim().split("=");
+      if (name === "jwtapi_csrf") return rest.join("=");
+    }
+    return "";
+  }
+
+  function basic(username, password) {
+    const bytes = new TextEncoder().encode(`${username}:${password}`);
+    let binary = "";
+    for (const byte of bytes) binary += String.fromCharCode(byte);
+    return `Basic ${btoa(binary)}`;
+  }
+
+  function decodeSegment(segment) {
+    const base64 = segment.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  }
+
+  function showToken(token) {
+    const header = byId("token-header");
+    const claims = byId("token-claims");
+    if (!token) {
+      header.textContent = claims.textContent = "none";
+      return;
+    }
+    try {
+      const [h, c] = token.split(".");
+      header.textContent = JSON.stringify(decodeSegment(h), null, 2);
+      const decoded = decodeSegment(c);
+      for (const name of ["iat", "nbf", "exp"]) {
+        if (typeof decoded[name] === "number") {
+          decoded[name] = `${decoded[name]} (${new Date(decoded[name] * 1000).toISOString()})`;
+        }
+      }
+      claims.textContent = JSON.stringify(decoded, null, 2);
+    } catch (error) {
+      header.textContent = claims.textContent = "not a decodable JWT";
+    }
+  }
+
+  // Tokens are shown shortened: a screen, a screenshot or a screen share is no place for one.
+  function redacted(body) {
+    if (!body || typeof body !== "object") return body;
+    const copy = { ...body };
+    for (const name of ["access_token", "refresh_token"]) {
+      if (typeof copy[name] === "string") {
+        copy[name] = `${copy[name].slice(0, 12)}... (${copy[name].length} characters)`;
+      }
+    }
+    return copy;
+  }
+
+  async function call(method, path, authorization) {
+    const headers = { Accept: "application/json" };
+    if (authorization) headers.Authorization = authorization;
+    if (cookieMode && method !== "GET") headers["X-CSRF-Token"] = csrfToken();
+    const status = byId("status");
+    const output = byId("response");
+    let response;
+    try {
+      response = await fetch(path, { method, headers, credentials: "same-origin", cache: "no-store" });
+    } catch (error) {
+      status.textContent = `${method} ${path}: no answer (${error.message})`;
+      status.className = "status error";
+      output.textContent = "";
+      return { status: 0, body: null };
+    }
+    const text = await response.text();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch (error) {
+      body = text;
+    }
+    status.textContent = `${method} ${path} \u2192 ${response.status} ${response.statusText}`;
+    status.className = response.ok ? "status ok" : "status error";
+    output.textContent = body === null ? "(no body)" : JSON.stringify(redacted(body), null, 2);
+    return { status: response.status, body };
+  }
+
+  function tookTokens(result) {
+    if (result.status !== 200 || !result.body) return;
+    accessToken = cookieMode ? null : result.body.access_token;
+    refreshToken = cookieMode ? null : result.body.refresh_token;
+    showToken(result.body.access_token);
+    const claims = decodeSegment(result.body.access_token.split(".")[1]);
+    byId("who").textContent = `Logged in as ${claims.sub} (scope: ${claims.scope || "none"}).`;
+  }
+
+  const bearer = (token) => (token ? `Bearer ${token}` : null);
+
+  byId("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const username = byId("username").value;
+    const password = byId("password").value;
+    byId("password").value = "";
+    tookTokens(await call("POST", "/login", basic(username, password)));
+  });
+  byId("call-protected").addEventListener("click", () => call("GET", "/protected", bearer(accessToken)));
+  byId("call-admin").addEventListener("click", () => call("GET", "/protected/admin", bearer(accessToken)));
+  byId("call-refresh").addEventListener("click", async () => {
+    tookTokens(await call("POST", "/refresh", bearer(refreshToken)));
+  });
+  byId("call-logout").addEventListener("click", async () => {
+    const result = await call("POST", "/logout", bearer(accessToken));
+    if (result.status === 204) {
+      accessToken = refreshToken = null;
+      showToken(null);
+      byId("who").textContent = "Logged out.";
+    }
+  });
+})();
