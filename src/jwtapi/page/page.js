@@ -3,8 +3,8 @@
 // script, and its Content-Security-Policy admits it by its SHA-256 hash alone.
 (() => {
   const cookieMode = document.body.dataset.cookieTokens === "true";
-  // With header tokens, the page holds them here, in memory only: never in localStorage
-  // or sessionStorage, and gone when the page closes. With cookie tokens, the browser
+  // With header tokens, the page holds them here, in memory only: never in the browser's
+  // web storage, and gone when the page closes. With cookie tokens, the browser
   // holds them in httpOnly cookies this script cannot read; it keeps only the last access
   // token's decoded form to show.
   let accessToken = null;

@@ -33,7 +33,7 @@ def service() -> Service:
 
 def register_routes(app: Flask, svc: Service, can_issue: bool) -> None:
     """Attach the service and its blueprints; a verify-only server has no ``/login``."""
-    from jwtapi.routes import auth, meta, protected
+    from jwtapi.routes import auth, meta, page, protected
 
     app.extensions[SERVICE_KEY] = svc
     if can_issue:
@@ -41,3 +41,4 @@ def register_routes(app: Flask, svc: Service, can_issue: bool) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(protected.bp)
     app.register_blueprint(meta.bp)
+    app.register_blueprint(page.bp)
