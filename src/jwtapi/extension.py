@@ -1,6 +1,7 @@
 """The Flask glue: :class:`JWTAuth`, :func:`token_required` and :data:`current_token`.
 
-A request flows one way: :mod:`jwtapi.transport` takes the token off the request,
+A request flows one way: :mod:`jwtapi.transport` takes the token off the request (or,
+with cookie tokens on and no token in the header or query, :mod:`jwtapi.cookies` does),
 :class:`~jwtapi.tokens.TokenService` verifies it with keys parsed at start-up, the scope is
 checked, and the verified :class:`~jwtapi.tokens.Token` is put on ``g`` for
 :data:`current_token`. A failure at any step is one :class:`~jwtapi.exceptions.AuthError`,

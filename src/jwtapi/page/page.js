@@ -36,6 +36,8 @@
   function showToken(token) {
     const header = byId("token-header");
     const claims = byId("token-claims");
+    const times = byId("token-times");
+    times.textContent = "";
     if (!token) {
       header.textContent = claims.textContent = "none";
       return;
@@ -44,12 +46,11 @@
       const [h, c] = token.split(".");
       header.textContent = JSON.stringify(decodeSegment(h), null, 2);
       const decoded = decodeSegment(c);
-      for (const name of ["iat", "nbf", "exp"]) {
-        if (typeof decoded[name] === "number") {
-          decoded[name] = `${decoded[name]} (${new Date(decoded[name] * 1000).toISOString()})`;
-        }
-      }
       claims.textContent = JSON.stringify(decoded, null, 2);
+      const when = (seconds) => new Date(seconds * 1000).toLocaleString();
+      if (typeof decoded.iat === "number" && typeof decoded.exp === "number") {
+        times.textContent = `Issued ${when(decoded.iat)}; expires ${when(decoded.exp)}.`;
+      }
     } catch (error) {
       header.textContent = claims.textContent = "not a decodable JWT";
     }
