@@ -186,27 +186,39 @@ def http_rows(quick: bool) -> list[Row]:
             "same with 2 workers",
         )
     )
-    # What argon2id alone allows: verifications per second on the cores the workers have.
+    # What argon2id alone allows. Judged, like the routes, by CPU time: a worker's CPU per
+    # /login against one verification's CPU (wall-clock rates swing with whatever else the
+    # shared machine runs, wrk included); the requests per second are reported beside it.
     passwords = Passwords()  # the parameters /login uses
     hashed = passwords.hash("bench-password-1")
     times = []
     for _ in range(3 if quick else 15):
-        started = time.perf_counter()
+        started = time.process_time()
         passwords.verify(hashed, "bench-password-1")
-        times.append(time.perf_counter() - started)
-    parallel = min(2, os.cpu_count() or 1)
-    allowed = parallel / statistics.median(times)
-    login = two["/login (argon2id)"].requests_per_second
+        times.append(time.process_time() - started)
+    hash_us = statistics.median(times) * 1e6
+    login = two["/login (argon2id)"]
+    allowed = min(2, os.cpu_count() or 1) / (hash_us / 1e6)
     rows.append(
         Row(
             "HTTP, 2 workers",
-            "/login throughput vs argon2id alone",
-            login,
+            "/login (argon2id): throughput",
+            login.requests_per_second,
             "requests/s",
-            login / allowed,
-            f"hash alone: {allowed:.1f}/s",
+            login.requests_per_second / allowed,
+            f"hash alone, 2 cores: {allowed:.1f}/s",
+        )
+    )
+    rows.append(
+        Row(
+            "HTTP, 2 workers",
+            "/login throughput per CPU vs argon2id alone",
+            login.cpu_us_per_request,
+            "us/request",
+            hash_us / login.cpu_us_per_request,
+            f"one verification: {hash_us:.0f} us CPU",
             ">= 0.9x",
-            login / allowed >= 0.9,
+            hash_us / login.cpu_us_per_request >= 0.9,
         )
     )
     return rows

@@ -37,7 +37,8 @@ EXPECTED = [
     "Flask-JWT-Extended: throughput",
     "Flask-JWT-Extended: p99 latency",
     "jwtapi protected: throughput",
-    "/login throughput vs argon2id alone",
+    "/login (argon2id): throughput",
+    "/login throughput per CPU vs argon2id alone",
 ]
 
 
