@@ -59,6 +59,13 @@ def cookie_header(**values: str) -> dict[str, str]:
     return {"Cookie": "; ".join(f"{m.key}={m.value}" for m in jar.values())}
 
 
+def protected_by_cookie(server: LiveServer, access: str) -> requests.Response:
+    """``GET /protected`` with ``access`` in the access cookie, and no other token."""
+    return requests.get(
+        f"{server.url}/protected", headers=cookie_header(jwtapi_access=access), timeout=10
+    )
+
+
 def test_login_sets_three_cookies_with_the_right_attributes(cookie_server: LiveServer) -> None:
     response, _ = login(cookie_server)
     cookies = set_cookies(response)
@@ -86,11 +93,7 @@ def test_login_sets_three_cookies_with_the_right_attributes(cookie_server: LiveS
 
 def test_the_access_cookie_opens_protected_routes(cookie_server: LiveServer) -> None:
     _, jar = login(cookie_server)
-    response = requests.get(
-        f"{cookie_server.url}/protected",
-        headers=cookie_header(jwtapi_access=jar[ACCESS]),
-        timeout=10,
-    )
+    response = protected_by_cookie(cookie_server, jar[ACCESS])
     assert response.status_code == 200, response.text
     assert response.json()["sub"] == "alice"
 
@@ -112,11 +115,7 @@ def test_unsafe_method_by_cookie_needs_the_csrf_header(cookie_server: LiveServer
     assert wrong.status_code == 403
     assert wrong.json()["error"] == "csrf_rejected"
     # Nothing was revoked by the refused requests.
-    still = requests.get(
-        f"{cookie_server.url}/protected",
-        headers=cookie_header(jwtapi_access=jar[ACCESS]),
-        timeout=10,
-    )
+    still = protected_by_cookie(cookie_server, jar[ACCESS])
     assert still.status_code == 200
     ok = requests.post(url, headers={**cookies, "X-CSRF-Token": jar[CSRF]}, timeout=10)
     assert ok.status_code == 204, ok.text
@@ -181,11 +180,7 @@ def test_logout_clears_the_cookies_and_revokes(cookie_server: LiveServer) -> Non
         assert cookie["max-age"] == "0", name
     assert cleared[REFRESH]["path"] == "/refresh"
     # A browser that kept the old cookie anyway is refused: the login is revoked.
-    again = requests.get(
-        f"{cookie_server.url}/protected",
-        headers=cookie_header(jwtapi_access=jar[ACCESS]),
-        timeout=10,
-    )
+    again = protected_by_cookie(cookie_server, jar[ACCESS])
     assert again.status_code == 401
     assert again.json()["error_description"] == "token revoked"
 
@@ -195,14 +190,7 @@ def test_safe_methods_by_cookie_need_no_csrf_and_header_tokens_need_none(
 ) -> None:
     body, jar = login(cookie_server)
     access = body.json()["access_token"]
-    assert (
-        requests.get(
-            f"{cookie_server.url}/protected",
-            headers=cookie_header(jwtapi_access=jar[ACCESS]),
-            timeout=10,
-        ).status_code
-        == 200
-    )
+    assert protected_by_cookie(cookie_server, jar[ACCESS]).status_code == 200
     # The header transport works as before, CSRF-free: a page cannot make a browser send it.
     assert cookie_server.post("/logout", access).status_code == 204
 
@@ -223,11 +211,7 @@ def test_an_explicit_token_wins_over_the_cookie(cookie_server: LiveServer) -> No
 
 def test_a_refresh_token_in_the_access_cookie_is_refused(cookie_server: LiveServer) -> None:
     _, jar = login(cookie_server)
-    response = requests.get(
-        f"{cookie_server.url}/protected",
-        headers=cookie_header(jwtapi_access=jar[REFRESH]),
-        timeout=10,
-    )
+    response = protected_by_cookie(cookie_server, jar[REFRESH])
     assert response.status_code == 401
     assert "wrong token type" in response.json()["error_description"]
 
@@ -237,9 +221,7 @@ def test_cookie_transport_is_off_by_default(server: LiveServer) -> None:
     assert "Set-Cookie" not in response.headers
     assert jar == {}
     access = response.json()["access_token"]
-    by_cookie = requests.get(
-        f"{server.url}/protected", headers=cookie_header(jwtapi_access=access), timeout=10
-    )
+    by_cookie = protected_by_cookie(server, access)
     assert by_cookie.status_code == 401
     assert by_cookie.json()["error"] == "missing_token"
     refresh = response.json()["refresh_token"]
