@@ -23,6 +23,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("JWTAPI_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -108,11 +110,19 @@ def test_log_in_call_refresh_log_out(
     script_cookies = browser.execute_script("return document.cookie")
     if cookies:
         # The page's script sees only the CSRF cookie; the tokens are httpOnly.
-        assert "jwtapi_csrf=" in script_cookies
+        assert "__Host-jwtapi_csrf=" in script_cookies
         assert "jwtapi_access" not in script_cookies
-        assert {c["name"] for c in browser.get_cookies()} >= {"jwtapi_access", "jwtapi_csrf"}
+        assert {c["name"] for c in browser.get_cookies()} >= {ACCESS_COOKIE, CSRF_COOKIE}
+        # The page really rides on the cookie: the same request without its CSRF header
+        # is refused, so it is not sending a bearer token of its own.
+        status = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/logout', {method: 'POST'}).then((r) => done(r.status));"
+        )
+        assert status == 403
     else:
         assert script_cookies == ""
+        assert browser.get_cookies() == []
 
     browser.find_element(By.ID, "call-protected").click()
     answer = json.loads(wait_for_status(browser, "GET /protected \u2192 200"))
@@ -127,7 +137,9 @@ def test_log_in_call_refresh_log_out(
     assert refused["error"] == "insufficient_scope"
 
     browser.find_element(By.ID, "call-refresh").click()
-    wait_for_status(browser, "POST /refresh \u2192 200")
+    refreshed = json.loads(wait_for_status(browser, "POST /refresh \u2192 200"))
+    # By cookie, the new refresh token stays in its httpOnly cookie, out of the body.
+    assert ("refresh_token" in refreshed) is not cookies
     second = claims(browser)
     assert second["sid"] == first["sid"]
     assert second["jti"] != first["jti"]
@@ -138,7 +150,7 @@ def test_log_in_call_refresh_log_out(
     wait_for_status(browser, "POST /logout \u2192 204")
     assert browser.find_element(By.ID, "token-claims").text == "none"
     if cookies:
-        assert not {c["name"] for c in browser.get_cookies()} & {"jwtapi_access", "jwtapi_csrf"}
+        assert browser.get_cookies() == []
 
     browser.find_element(By.ID, "call-protected").click()
     refused = json.loads(wait_for_status(browser, "GET /protected \u2192 401"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jwtapi.cookies import check_csrf, csrf_token_for
+from jwtapi.cookies import check_csrf, csrf_token_for, csrf_token_for_family, read_cookies
 from jwtapi.exceptions import CSRFRejected
 from jwtapi.tokens import Token
 
@@ -23,8 +23,17 @@ def test_one_csrf_token_per_login() -> None:
     assert first != csrf_token_for(token(sid="family-2"))  # another login does not share it
     assert len(first) == 43
     assert first.isascii()
+    assert first == csrf_token_for_family("family-1")  # what the cookie is set to
     # A token without a family gets one of its own, from its jti.
     assert csrf_token_for(token(sid=None)) != csrf_token_for(token(sid=None, jti="jti-2"))
+
+
+def test_cookies_are_read_without_decoding_them_as_utf8() -> None:
+    environ = {"HTTP_COOKIE": "other=\xff\xfe; __Host-jwtapi_access=abc; __Host-jwtapi_access=2nd"}
+    cookies = read_cookies(environ)
+    assert cookies["__Host-jwtapi_access"] == "abc"  # the first of a repeated name
+    assert cookies["other"] == "\xff\xfe"
+    assert read_cookies({}) == {}
 
 
 def test_matching_header_and_cookie_pass() -> None:

@@ -218,11 +218,39 @@ def test_guarded_answers_to_a_token_in_the_url_are_never_cached() -> None:
     accepted = client.get(f"/orders?access_token={access}")
     assert accepted.status_code == 200
     assert accepted.headers["Cache-Control"] == "no-store"
-    refused = client.get(f"/admin/stats?token={access}")
-    assert refused.status_code == 403
-    assert refused.headers["Cache-Control"] == "no-store"
+    optional = client.get(f"/maybe?token={access}")
+    assert optional.status_code == 200
+    assert optional.headers["Cache-Control"] == "no-store"
     by_header = client.get("/orders?page=2", headers={"Authorization": f"Bearer {access}"})
     assert by_header.status_code == 200
     assert "Cache-Control" not in by_header.headers
     # A route the library does not guard is the app's own business.
     assert "Cache-Control" not in client.get(f"/unguarded?token={access}").headers
+
+
+def test_cookie_tokens_in_a_library_app_guard_every_unsafe_method() -> None:
+    from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE, csrf_token_for_family
+
+    app, _ = make_app(JWTAPI_COOKIE_TOKENS=True)
+
+    @app.route("/orders/<int:n>", methods=["GET", "PUT", "PATCH", "DELETE"])
+    @token_required
+    def order(n: int) -> dict[str, Any]:
+        return {"user": current_token.sub, "n": n}
+
+    client = app.test_client()
+    with app.app_context():
+        pair = JWTAuth.issue_tokens("ann")
+    client.set_cookie(ACCESS_COOKIE, pair.access_token)
+    assert client.get("/orders/1").json == {"user": "ann", "n": 1}
+    assert client.head("/orders/1").status_code == 200
+    for method in ("PUT", "PATCH", "DELETE"):
+        refused = client.open("/orders/1", method=method)
+        assert refused.status_code == 403, method
+        assert refused.json is not None
+        assert refused.json["error"] == "csrf_rejected"
+    csrf = csrf_token_for_family(pair.family)
+    client.set_cookie(CSRF_COOKIE, csrf)
+    for method in ("PUT", "PATCH", "DELETE"):
+        ok = client.open("/orders/1", method=method, headers={"X-CSRF-Token": csrf})
+        assert ok.status_code == 200, method

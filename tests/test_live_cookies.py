@@ -10,16 +10,18 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterator
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import PASSWORDS, LiveServer, basic, bearer, make_server
 
+from jwtapi.cookies import ACCESS_COOKIE as ACCESS
+from jwtapi.cookies import CSRF_COOKIE as CSRF
+from jwtapi.cookies import REFRESH_COOKIE as REFRESH
 from jwtapi.routes.page import CONTENT_SECURITY_POLICY
 
-ACCESS, REFRESH, CSRF = "jwtapi_access", "jwtapi_refresh", "jwtapi_csrf"
+TOKEN_RESPONSE = {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +31,9 @@ def cookie_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
     live.stop()
 
 
-def set_cookies(response: requests.Response) -> dict[str, dict[str, str]]:
-    """Each ``Set-Cookie`` of ``response``: its value and attributes (lower-case names)."""
-    found: dict[str, dict[str, str]] = {}
+def set_cookies(response: requests.Response) -> dict[tuple[str, str], dict[str, str]]:
+    """Each ``Set-Cookie`` of ``response`` by (name, path): value and attributes."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
     for header in response.raw.headers.getlist("Set-Cookie"):
         name, _, rest = header.partition("=")
         value, *attributes = rest.split(";")
@@ -39,85 +41,104 @@ def set_cookies(response: requests.Response) -> dict[str, dict[str, str]]:
         for attribute in attributes:
             key, _, attr_value = attribute.strip().partition("=")
             entry[key.lower()] = attr_value or "true"
-        found[name] = entry
+        found[(name, entry.get("path", ""))] = entry
     return found
 
 
-def login(server: LiveServer, name: str = "alice") -> tuple[requests.Response, dict[str, str]]:
-    """Log in; the cookie values a browser would now hold."""
+def login(
+    server: LiveServer, name: str = "alice", **headers: str
+) -> tuple[requests.Response, dict[str, str]]:
+    """Log in; the cookie values a browser would now hold, by name."""
     response = requests.post(
-        f"{server.url}/login", headers=basic(name, PASSWORDS[name]), timeout=10
+        f"{server.url}/login", headers={**basic(name, PASSWORDS[name]), **headers}, timeout=10
     )
     assert response.status_code == 200, response.text
-    return response, {name: c["value"] for name, c in set_cookies(response).items()}
+    return response, {key[0]: c["value"] for key, c in set_cookies(response).items()}
 
 
-def cookie_header(**values: str) -> dict[str, str]:
-    jar = SimpleCookie()
-    for name, value in values.items():
-        jar[name] = value
-    return {"Cookie": "; ".join(f"{m.key}={m.value}" for m in jar.values())}
+def cookie_header(values: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in values.items())}
 
 
 def protected_by_cookie(server: LiveServer, access: str) -> requests.Response:
     """``GET /protected`` with ``access`` in the access cookie, and no other token."""
     return requests.get(
-        f"{server.url}/protected", headers=cookie_header(jwtapi_access=access), timeout=10
+        f"{server.url}/protected", headers=cookie_header({ACCESS: access}), timeout=10
     )
 
 
-def test_login_sets_three_cookies_with_the_right_attributes(cookie_server: LiveServer) -> None:
+def post(
+    server: LiveServer, path: str, cookies: dict[str, str], **headers: str
+) -> requests.Response:
+    return requests.post(
+        f"{server.url}{path}", headers={**cookie_header(cookies), **headers}, timeout=10
+    )
+
+
+def test_login_sets_the_cookies_with_the_right_attributes(cookie_server: LiveServer) -> None:
     response, _ = login(cookie_server)
     cookies = set_cookies(response)
-    assert set(cookies) == {ACCESS, REFRESH, CSRF}
+    assert set(cookies) == {
+        (ACCESS, "/"),
+        (REFRESH, "/refresh"),
+        (REFRESH, "/logout"),
+        (CSRF, "/"),
+    }
     body = response.json()
-    assert cookies[ACCESS]["value"] == body["access_token"]
-    assert cookies[REFRESH]["value"] == body["refresh_token"]
-    for name, cookie in cookies.items():
-        assert cookie["secure"] == "true", name
-        assert cookie["samesite"] == "Lax", name
-    assert cookies[ACCESS]["httponly"] == "true"
-    assert cookies[REFRESH]["httponly"] == "true"
-    assert "httponly" not in cookies[CSRF]  # the page's script must read it
-    assert cookies[ACCESS]["path"] == "/"
-    assert cookies[REFRESH]["path"] == "/refresh"
-    assert cookies[CSRF]["path"] == "/"
-    assert cookies[ACCESS]["max-age"] == str(body["expires_in"])
-    assert cookies[REFRESH]["max-age"] == cookie_server.env.get(
-        "JWTAPI_REFRESH_TOKEN_TTL", "1209600"
-    )
-    # The token response itself is unchanged (RFC 6749 section 5.1), and never cached.
-    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token", "scope"}
+    assert cookies[(ACCESS, "/")]["value"] == body["access_token"]
+    assert cookies[(REFRESH, "/refresh")]["value"] == body["refresh_token"]
+    assert cookies[(REFRESH, "/logout")]["value"] == body["refresh_token"]
+    for key, cookie in cookies.items():
+        assert cookie["secure"] == "true", key
+        assert cookie["samesite"] == "Lax", key
+        assert "domain" not in cookie, key  # __Host- cookies must have none
+        assert (cookie.get("httponly") == "true") is (key[0] != CSRF), key
+    assert cookies[(ACCESS, "/")]["max-age"] == str(body["expires_in"])
+    assert cookies[(REFRESH, "/refresh")]["max-age"] == "1209600"
+    assert cookies[(CSRF, "/")]["max-age"] == "1209600"
+    # The token response itself is the contract's (RFC 6749 section 5.1), never cached.
+    assert set(body) == TOKEN_RESPONSE
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_the_access_cookie_opens_protected_routes(cookie_server: LiveServer) -> None:
+def test_a_login_another_site_sent_sets_no_cookie(cookie_server: LiveServer) -> None:
+    response, jar = login(cookie_server, **{"Sec-Fetch-Site": "cross-site"})
+    assert jar == {}
+    assert set(response.json()) == TOKEN_RESPONSE
+    _, same_site = login(cookie_server, **{"Sec-Fetch-Site": "same-origin"})
+    assert ACCESS in same_site
+
+
+def test_the_access_cookie_opens_protected_routes_privately(cookie_server: LiveServer) -> None:
     _, jar = login(cookie_server)
     response = protected_by_cookie(cookie_server, jar[ACCESS])
     assert response.status_code == 200, response.text
     assert response.json()["sub"] == "alice"
+    # Only this browser may keep the answer, and no cache may mix two cookies up.
+    assert response.headers["Cache-Control"] == "private"
+    assert "Cookie" in response.headers["Vary"]
 
 
 def test_unsafe_method_by_cookie_needs_the_csrf_header(cookie_server: LiveServer) -> None:
     _, jar = login(cookie_server)
-    cookies = cookie_header(jwtapi_access=jar[ACCESS], jwtapi_csrf=jar[CSRF])
-    url = f"{cookie_server.url}/logout"
-    missing = requests.post(url, headers=cookies, timeout=10)
+    cookies = {ACCESS: jar[ACCESS], CSRF: jar[CSRF]}
+    missing = post(cookie_server, "/logout", cookies)
     assert missing.status_code == 403
     assert missing.json() == {
         "error": "csrf_rejected",
         "error_description": "missing X-CSRF-Token header",
     }
     assert "WWW-Authenticate" not in missing.headers
-    wrong = requests.post(
-        url, headers={**cookies, "X-CSRF-Token": jar[CSRF][:-2] + "xx"}, timeout=10
-    )
-    assert wrong.status_code == 403
-    assert wrong.json()["error"] == "csrf_rejected"
+    for wrong in (jar[CSRF][:-2] + "xx", "\xe9t\xe9"):
+        refused = post(cookie_server, "/logout", cookies, **{"X-CSRF-Token": wrong})
+        assert refused.status_code == 403, wrong
+        assert refused.json()["error"] == "csrf_rejected"
+    # Basic credentials are no bearer token: the cookie still decides, CSRF still needed.
+    with_basic = post(cookie_server, "/logout", cookies, **basic("alice", PASSWORDS["alice"]))
+    assert with_basic.status_code == 403
     # Nothing was revoked by the refused requests.
-    still = protected_by_cookie(cookie_server, jar[ACCESS])
-    assert still.status_code == 200
-    ok = requests.post(url, headers={**cookies, "X-CSRF-Token": jar[CSRF]}, timeout=10)
+    assert protected_by_cookie(cookie_server, jar[ACCESS]).status_code == 200
+    ok = post(cookie_server, "/logout", cookies, **{"X-CSRF-Token": jar[CSRF]})
     assert ok.status_code == 204, ok.text
 
 
@@ -128,85 +149,128 @@ def test_a_planted_csrf_cookie_does_not_pass(cookie_server: LiveServer) -> None:
     _, other = login(cookie_server)  # another login of the same user
     planted = other[CSRF]
     assert planted != jar[CSRF]
-    response = requests.post(
-        f"{cookie_server.url}/logout",
-        headers={
-            **cookie_header(jwtapi_access=jar[ACCESS], jwtapi_csrf=planted),
-            "X-CSRF-Token": planted,
-        },
-        timeout=10,
+    response = post(
+        cookie_server, "/logout", {ACCESS: jar[ACCESS], CSRF: planted}, **{"X-CSRF-Token": planted}
     )
     assert response.status_code == 403
     assert "does not match this login" in response.json()["error_description"]
 
 
-def test_refresh_by_cookie_rotates_and_sets_new_cookies(cookie_server: LiveServer) -> None:
+def test_refresh_by_cookie_rotates_into_cookies_only(cookie_server: LiveServer) -> None:
     _, jar = login(cookie_server)
-    url = f"{cookie_server.url}/refresh"
-    refresh_cookies = cookie_header(jwtapi_refresh=jar[REFRESH], jwtapi_csrf=jar[CSRF])
-    refused = requests.post(url, headers=refresh_cookies, timeout=10)
+    cookies = {REFRESH: jar[REFRESH], CSRF: jar[CSRF]}
+    refused = post(cookie_server, "/refresh", cookies)
     assert refused.status_code == 403
     assert refused.json()["error"] == "csrf_rejected"
-    response = requests.post(
-        url, headers={**refresh_cookies, "X-CSRF-Token": jar[CSRF]}, timeout=10
-    )
+    wrong = post(cookie_server, "/refresh", cookies, **{"X-CSRF-Token": "x" * 43})
+    assert wrong.status_code == 403
+    response = post(cookie_server, "/refresh", cookies, **{"X-CSRF-Token": jar[CSRF]})
     assert response.status_code == 200, response.text
-    cookies = set_cookies(response)
-    assert set(cookies) == {ACCESS, REFRESH, CSRF}
-    assert cookies[REFRESH]["value"] != jar[REFRESH]
-    assert cookies[REFRESH]["path"] == "/refresh"
-    assert cookies[CSRF]["value"] == jar[CSRF]  # one CSRF token per login
-    # The refused attempt rotated nothing: the first refresh was not taken as reuse.
-    reuse = requests.post(url, headers={**refresh_cookies, "X-CSRF-Token": jar[CSRF]}, timeout=10)
+    # The new refresh token is in its cookie, not in a body a script could read.
+    assert set(response.json()) == TOKEN_RESPONSE - {"refresh_token"}
+    new = set_cookies(response)
+    assert new[(REFRESH, "/refresh")]["value"] != jar[REFRESH]
+    assert new[(ACCESS, "/")]["value"] == response.json()["access_token"]
+    assert new[(CSRF, "/")]["value"] == jar[CSRF]  # one CSRF token per login
+    # The refused attempts rotated nothing: the first refresh was not taken as reuse;
+    # presenting the now retired refresh token again is.
+    reuse = post(cookie_server, "/refresh", cookies, **{"X-CSRF-Token": jar[CSRF]})
     assert reuse.status_code == 401
     assert "reused" in reuse.json()["error_description"]
 
 
+def test_refresh_by_header_still_answers_the_whole_token_response(
+    cookie_server: LiveServer,
+) -> None:
+    body = login(cookie_server)[0].json()
+    response = cookie_server.post("/refresh", body["refresh_token"])
+    assert response.status_code == 200
+    assert set(response.json()) == TOKEN_RESPONSE
+
+
 def test_logout_clears_the_cookies_and_revokes(cookie_server: LiveServer) -> None:
     _, jar = login(cookie_server)
-    response = requests.post(
-        f"{cookie_server.url}/logout",
-        headers={
-            **cookie_header(jwtapi_access=jar[ACCESS], jwtapi_csrf=jar[CSRF]),
-            "X-CSRF-Token": jar[CSRF],
-        },
-        timeout=10,
+    response = post(
+        cookie_server,
+        "/logout",
+        {ACCESS: jar[ACCESS], CSRF: jar[CSRF]},
+        **{"X-CSRF-Token": jar[CSRF]},
     )
     assert response.status_code == 204
     cleared = set_cookies(response)
-    assert set(cleared) == {ACCESS, REFRESH, CSRF}
-    for name, cookie in cleared.items():
-        assert cookie["value"] == "", name
-        assert cookie["max-age"] == "0", name
-    assert cleared[REFRESH]["path"] == "/refresh"
+    assert set(cleared) == {(ACCESS, "/"), (REFRESH, "/refresh"), (REFRESH, "/logout"), (CSRF, "/")}
+    for key, cookie in cleared.items():
+        assert cookie["value"] == "", key
+        assert cookie["max-age"] == "0", key
     # A browser that kept the old cookie anyway is refused: the login is revoked.
     again = protected_by_cookie(cookie_server, jar[ACCESS])
     assert again.status_code == 401
     assert again.json()["error_description"] == "token revoked"
 
 
-def test_safe_methods_by_cookie_need_no_csrf_and_header_tokens_need_none(
-    cookie_server: LiveServer,
-) -> None:
+def test_logout_after_the_access_token_expired_ends_the_login(cookie_server: LiveServer) -> None:
+    """Idle past the access token's life, the browser holds only the refresh cookie (sent
+    to /logout too) and the CSRF cookie: logging out must still end the login."""
+    _, jar = login(cookie_server)
+    cookies = {REFRESH: jar[REFRESH], CSRF: jar[CSRF]}
+    assert post(cookie_server, "/logout", cookies).status_code == 403  # CSRF still needed
+    response = post(cookie_server, "/logout", cookies, **{"X-CSRF-Token": jar[CSRF]})
+    assert response.status_code == 204, response.text
+    assert (REFRESH, "/logout") in set_cookies(response)
+    refresh = post(cookie_server, "/refresh", cookies, **{"X-CSRF-Token": jar[CSRF]})
+    assert refresh.status_code == 401
+    assert "revoked" in refresh.json()["error_description"]
+    # With neither cookie, nothing to end: the ordinary 401.
+    nothing = post(cookie_server, "/logout", {CSRF: jar[CSRF]}, **{"X-CSRF-Token": jar[CSRF]})
+    assert nothing.status_code == 401
+    assert nothing.json()["error"] == "missing_token"
+
+
+def test_a_logout_by_header_leaves_the_cookies_alone(cookie_server: LiveServer) -> None:
+    """A cross-site form can log out a token of its own choosing in the query; it must not
+    make the browser drop the cookies of the login it holds."""
     body, jar = login(cookie_server)
     access = body.json()["access_token"]
-    assert protected_by_cookie(cookie_server, jar[ACCESS]).status_code == 200
-    # The header transport works as before, CSRF-free: a page cannot make a browser send it.
-    assert cookie_server.post("/logout", access).status_code == 204
+    # A header token wins over the cookie, and needs no CSRF token: a page cannot make a
+    # browser send one.
+    response = post(cookie_server, "/logout", {ACCESS: jar[ACCESS]}, **bearer(access))
+    assert response.status_code == 204
+    assert "Set-Cookie" not in response.headers
 
 
 def test_an_explicit_token_wins_over_the_cookie(cookie_server: LiveServer) -> None:
     _, alice = login(cookie_server, "alice")
     root = login(cookie_server, "root")[0].json()["access_token"]
-    headers = {**cookie_header(jwtapi_access=alice[ACCESS]), **bearer(root)}
+    headers = {**cookie_header({ACCESS: alice[ACCESS]}), **bearer(root)}
     response = requests.get(f"{cookie_server.url}/protected", headers=headers, timeout=10)
     assert response.json()["sub"] == "root"
     by_query = requests.get(
         f"{cookie_server.url}/protected?token={root}",
-        headers=cookie_header(jwtapi_access=alice[ACCESS]),
+        headers=cookie_header({ACCESS: alice[ACCESS]}),
         timeout=10,
     )
     assert by_query.json()["sub"] == "root"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\xff\xfe", "not-a-jwt", "a.b.c", "x" * 6000, "\u00e9" * 10],
+    ids=["not-utf8", "garbage", "dots", "oversized", "latin1"],
+)
+def test_bad_cookie_values_are_refused_never_a_500(cookie_server: LiveServer, value: str) -> None:
+    response = protected_by_cookie(cookie_server, value)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_token"
+    refresh = post(cookie_server, "/refresh", {REFRESH: value, CSRF: "x"}, **{"X-CSRF-Token": "x"})
+    assert refresh.status_code == 401, refresh.text
+    # A bad byte in another app's cookie on the same host changes nothing.
+    _, jar = login(cookie_server)
+    mixed = requests.get(
+        f"{cookie_server.url}/protected",
+        headers={"Cookie": f"other=\xff; {ACCESS}={jar[ACCESS]}"},
+        timeout=10,
+    )
+    assert mixed.status_code == 200
 
 
 def test_a_refresh_token_in_the_access_cookie_is_refused(cookie_server: LiveServer) -> None:
@@ -225,9 +289,7 @@ def test_cookie_transport_is_off_by_default(server: LiveServer) -> None:
     assert by_cookie.status_code == 401
     assert by_cookie.json()["error"] == "missing_token"
     refresh = response.json()["refresh_token"]
-    no_refresh = requests.post(
-        f"{server.url}/refresh", headers=cookie_header(jwtapi_refresh=refresh), timeout=10
-    )
+    no_refresh = post(server, "/refresh", {REFRESH: refresh})
     assert no_refresh.status_code == 401
     assert no_refresh.json()["error"] == "missing_token"
     logout = server.post("/logout", access)

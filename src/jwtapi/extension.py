@@ -21,7 +21,14 @@ from flask import Flask, Request, Response, after_this_request, current_app, g, 
 from flask.globals import app_ctx
 from werkzeug.local import LocalProxy
 
-from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE, SAFE_METHODS, check_csrf
+from jwtapi.cookies import (
+    ACCESS_COOKIE,
+    CSRF_COOKIE,
+    SAFE_METHODS,
+    check_csrf,
+    private_to_the_cookie_holder,
+    read_cookies,
+)
 from jwtapi.errors import AuthHTTPException
 from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, StateUnavailable
 from jwtapi.keys import KeySet, load_keys
@@ -34,6 +41,7 @@ from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 EXTENSION_KEY = "jwtapi"
 log = logging.getLogger("jwtapi")
 _G_KEY = "_jwtapi_token"
+_G_BY_COOKIE = "_jwtapi_by_cookie"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,13 +138,16 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         settings = state.settings
         # The cookie is ambient (the browser sends it everywhere): a token the client
         # presents on purpose, in the header or the query, comes first.
-        cookie_token = (
-            req.cookies.get(ACCESS_COOKIE) or None
+        cookies = (
+            read_cookies(environ)
             if settings.cookie_tokens
             and header_token is None
             and not (query_tokens and settings.query_token)
             else None
         )
+        cookie_token = cookies.get(ACCESS_COOKIE) or None if cookies else None
+        if cookie_token is not None:
+            after_this_request(private_to_the_cookie_holder)
         try:
             raw = cookie_token or select_token(header_token, query_tokens, settings.query_token)
         except MissingToken:
@@ -147,7 +158,8 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         token = state.tokens.verify(raw, ACCESS_TYPE)
         ensure_not_revoked(state.revocations, token)
         if cookie_token is not None and req.method not in SAFE_METHODS:
-            check_csrf(environ.get("HTTP_X_CSRF_TOKEN"), req.cookies.get(CSRF_COOKIE), token)
+            assert cookies is not None
+            check_csrf(environ.get("HTTP_X_CSRF_TOKEN"), cookies.get(CSRF_COOKIE), token)
         if required and not token.has_scopes(required):
             raise InsufficientScope(required)
     except AuthError as error:
@@ -157,6 +169,8 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         log.warning("refusing a token: %s", exc)
         raise AuthHTTPException(StateUnavailable()) from None
     setattr(context.g, _G_KEY, token)
+    if cookie_token is not None:
+        setattr(context.g, _G_BY_COOKIE, True)
     return token
 
 
@@ -203,6 +217,11 @@ def token_required(
         return wrapper  # type: ignore[return-value]
 
     return decorate(view) if view is not None else decorate
+
+
+def authenticated_by_cookie() -> bool:
+    """True when the current request's access token came from the access cookie."""
+    return bool(g.get(_G_BY_COOKIE, False))
 
 
 def get_current_token() -> Token | None:

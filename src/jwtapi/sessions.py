@@ -143,6 +143,12 @@ class Sessions:
             raise RevokedToken()
         return pair
 
+    def end_login(self, token: Token) -> None:
+        """Revoke every token of ``token``'s login (its family), and ``token`` itself."""
+        self.revoker.revoke_families(
+            [token.sid] if token.sid else [], also=[(f"jti:{token.jti}", token.exp)]
+        )
+
     def logout(self, access: Token, raw_refresh: str | None = None) -> None:
         """Revoke the access token's family and, when given, the refresh token's."""
         sids = {access.sid} if access.sid else set()

@@ -65,11 +65,13 @@ class Token:
     expires_at: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "expires_at", self.claims["exp"])
-        keys: tuple[str, ...] = (f"jti:{self.claims['jti']}",)
-        sid = self.claims.get("sid")
-        if isinstance(sid, str) and sid:
-            keys += (f"sid:{sid}",)
+        # A verified token has both; a Token built by hand (a test stub) may lack them.
+        object.__setattr__(self, "expires_at", self.claims.get("exp", 0))
+        keys = tuple(
+            f"{name}:{value}"
+            for name in ("jti", "sid")
+            if isinstance(value := self.claims.get(name), str) and value
+        )
         object.__setattr__(self, "revocation_keys", keys)
 
     @property

@@ -14,7 +14,7 @@
   function csrfToken() {
     for (const part of document.cookie.split(";")) {
       const [name, ...rest] = part.trim().split("=");
-      if (name === "jwtapi_csrf") return rest.join("=");
+      if (name === "__Host-jwtapi_csrf") return rest.join("=");
     }
     return "";
   }
@@ -68,7 +68,23 @@
     return copy;
   }
 
+  // One request at a time: two refreshes at once would present one refresh token twice,
+  // which the server must take for reuse (and end the login).
+  let busy = false;
+
   async function call(method, path, authorization) {
+    if (busy) return { status: 0, body: null };
+    busy = true;
+    for (const button of document.querySelectorAll("button")) button.disabled = true;
+    try {
+      return await send(method, path, authorization);
+    } finally {
+      busy = false;
+      for (const button of document.querySelectorAll("button")) button.disabled = false;
+    }
+  }
+
+  async function send(method, path, authorization) {
     const headers = { Accept: "application/json" };
     if (authorization) headers.Authorization = authorization;
     if (cookieMode && method !== "GET") headers["X-CSRF-Token"] = csrfToken();

@@ -13,14 +13,15 @@ from jwtapi.cookies import (
     REFRESH_COOKIE,
     check_csrf,
     clear_token_cookies,
+    read_cookies,
     set_token_cookies,
 )
-from jwtapi.errors import abort_auth
+from jwtapi.errors import AuthHTTPException, abort_auth
 from jwtapi.exceptions import AuthError, InvalidRequest, MissingToken
-from jwtapi.extension import auth_state, current_token, token_required
+from jwtapi.extension import auth_state, authenticated_by_cookie, verify_request
 from jwtapi.routes import service
-from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, TokenPair
-from jwtapi.transport import bearer_from_header, parse_basic
+from jwtapi.tokens import REFRESH_TYPE, TokenPair
+from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, parse_basic
 
 #: Routes that issue tokens: not served by a verify-only server.
 issuing = Blueprint("issuing", __name__)
@@ -39,7 +40,10 @@ def login() -> Response:
         pair = service().sessions.login(username, password)
     except AuthError as error:
         raise abort_auth(error) from None
-    return token_response(pair)
+    # A login another site made the browser send (with credentials the browser cached)
+    # gets its tokens in the body only, never in this site's cookies.
+    cross_site = request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site")
+    return token_response(pair, cookies=not cross_site)
 
 
 @issuing.post("/refresh")
@@ -47,38 +51,80 @@ def refresh() -> Response:
     """Rotate a refresh token into a new token pair.
 
     The token comes from ``Authorization: Bearer``, or, with cookie tokens on and no such
-    header, from the refresh cookie; then the CSRF token must match before anything rotates.
+    header, from the refresh cookie: then the CSRF token must match before anything
+    rotates, and the new refresh token goes into its cookie only, never into a body a
+    script could read (RFC 6749 section 5.1 makes ``refresh_token`` optional).
     """
     sessions = service().sessions
+    by_cookie = False
     try:
         raw = bearer_from_header(request.headers.get("Authorization"))
         if raw is None and auth_state().settings.cookie_tokens:
-            raw = request.cookies.get(REFRESH_COOKIE) or None
+            cookies = read_cookies(request.environ)
+            raw = cookies.get(REFRESH_COOKIE) or None
             if raw is not None:
+                by_cookie = True
                 presented = sessions.tokens.verify(raw, REFRESH_TYPE)
-                check_csrf(
-                    request.headers.get(CSRF_HEADER), request.cookies.get(CSRF_COOKIE), presented
-                )
+                check_csrf(request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE), presented)
         if raw is None:
             raise MissingToken("no refresh token in the Authorization header")
         pair = sessions.refresh(raw)
     except AuthError as error:
         raise abort_auth(error) from None
-    return token_response(pair)
+    return token_response(pair, refresh_in_body=not by_cookie)
 
 
 @bp.post("/logout")
-@token_required
 def logout() -> Response:
-    """Revoke this login (the access token's family) and, if given, the refresh token's."""
+    """Revoke this login (the access token's family) and, if given, the refresh token's.
+
+    With cookie tokens on, a browser whose access token has expired can still log out:
+    its refresh cookie (sent to ``/logout`` too) and the CSRF token end the login.
+    """
+    try:
+        access = verify_request()
+    except AuthHTTPException as refused:
+        if refused.code != 401 or not auth_state().settings.cookie_tokens:
+            raise
+        return _logout_by_refresh_cookie(refused)
+    assert access is not None
     try:
         raw_refresh = _refresh_token_from_body()
-        service().sessions.logout(current_token, raw_refresh)
+        service().sessions.logout(access, raw_refresh)
     except AuthError as error:
         raise abort_auth(error) from None
+    return _logged_out(clear_cookies=authenticated_by_cookie())
+
+
+def _logout_by_refresh_cookie(refused: AuthHTTPException) -> Response:
+    """End the login of the refresh cookie, when the request has no usable access token
+    and presents no token of its own; else the original refusal stands."""
+    cookies = read_cookies(request.environ)
+    raw = cookies.get(REFRESH_COOKIE)
+    explicit = request.headers.get("Authorization") or any(
+        name in request.args for name in QUERY_PARAMETERS
+    )
+    if not raw or explicit:
+        raise refused
+    sessions = service().sessions
+    try:
+        refresh = sessions.tokens.verify(raw, REFRESH_TYPE)
+    except AuthError:
+        raise refused from None
+    try:
+        check_csrf(request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE), refresh)
+        sessions.end_login(refresh)
+    except AuthError as error:
+        raise abort_auth(error) from None
+    return _logged_out(clear_cookies=True)
+
+
+def _logged_out(clear_cookies: bool) -> Response:
+    """204, clearing the token cookies when the request was authenticated by them (a
+    logout by header or query token, which another site could send, leaves them be)."""
     response = Response(status=204)
     del response.headers["Content-Type"]
-    if auth_state().settings.cookie_tokens:
+    if clear_cookies:
         clear_token_cookies(response)
     return response
 
@@ -102,14 +148,16 @@ def _refresh_token_from_body() -> str | None:
     return value
 
 
-def token_response(pair: TokenPair) -> Response:
+def token_response(pair: TokenPair, refresh_in_body: bool = True, cookies: bool = True) -> Response:
     """The token response, never cached (RFC 6749 section 5.1); with cookie tokens on, the
-    same tokens also go into their cookies."""
-    response = jsonify(pair.response_body())
+    same tokens also go into their cookies (unless ``cookies`` is False)."""
+    body = pair.response_body()
+    if not refresh_in_body:
+        del body["refresh_token"]
+    response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
-    state = auth_state()
-    if state.settings.cookie_tokens:
-        access = state.tokens.verify(pair.access_token, ACCESS_TYPE)
-        set_token_cookies(response, pair, access, state.settings.refresh_token_ttl)
+    settings = auth_state().settings
+    if settings.cookie_tokens and cookies:
+        set_token_cookies(response, pair, settings.refresh_token_ttl)
     return response
