@@ -132,6 +132,13 @@ def test_log_in_call_refresh_log_out(
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 
+    if cookies:
+        # A reload forgets the page's memory, not the login the cookies keep.
+        browser.refresh()
+        assert "kept in this browser's cookies" in browser.find_element(By.ID, "who").text
+        browser.find_element(By.ID, "call-protected").click()
+        assert json.loads(wait_for_status(browser, "GET /protected \u2192 200"))["sub"] == "alice"
+
     browser.find_element(By.ID, "call-admin").click()
     refused = json.loads(wait_for_status(browser, "GET /protected/admin \u2192 403"))
     assert refused["error"] == "insufficient_scope"

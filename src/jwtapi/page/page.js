@@ -123,6 +123,11 @@
 
   const bearer = (token) => (token ? `Bearer ${token}` : null);
 
+  // After a reload, the cookies may still hold a login this page did not make.
+  if (cookieMode && csrfToken()) {
+    byId("who").textContent = "A login is kept in this browser's cookies: call a route to use it.";
+  }
+
   byId("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const username = byId("username").value;
