@@ -145,6 +145,7 @@ def measure(workers: int, rounds: int, seconds: float, connections: int,
         }
         if include_login:
             routes["/login (argon2id)"] = ("/login", None, login_script)
+            routes["argon2id alone"] = ("/hash", None, login_script)
         samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in routes}
         for _ in range(rounds):
             for name, (path, header, script) in routes.items():

@@ -1,9 +1,11 @@
 """The server the HTTP benchmark loads: ``jwtapi serve``'s own app and gunicorn setup.
 
 It is :func:`jwtapi.app.create_app` under :func:`jwtapi.server.serve`, exactly as
-``jwtapi serve`` runs it, plus two routes for comparison: ``/open`` (no authentication)
-and ``/fje`` (Flask-JWT-Extended's ``@jwt_required()``, HS256). Before serving it writes
-the tokens and credentials the load generator needs to ``--tokens``.
+``jwtapi serve`` runs it, plus three routes for comparison: ``/open`` (no authentication),
+``/fje`` (Flask-JWT-Extended's ``@jwt_required()``, HS256) and ``/hash`` (one argon2id
+verification with ``/login``'s parameters and nothing else: what ``/login`` costs at
+least). Before serving it writes the tokens and credentials the load generator needs to
+``--tokens``.
 
 Run: ``python -m bench.serve --port P --workers N --workdir DIR --tokens FILE``.
 """
@@ -55,6 +57,13 @@ def main() -> None:
     @app.get("/open")
     def open_route() -> dict[str, Any]:
         return {"sub": "bench"}
+
+    passwords = Passwords()
+    stored = Passwords().hash(PASSWORD)
+
+    @app.post("/hash")
+    def hash_route() -> dict[str, Any]:
+        return {"ok": passwords.verify(stored, PASSWORD)}
 
     @app.get("/fje")
     @jwt_required()
