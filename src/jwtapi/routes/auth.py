@@ -17,7 +17,7 @@ from jwtapi.cookies import (
     set_token_cookies,
 )
 from jwtapi.errors import AuthHTTPException, abort_auth
-from jwtapi.exceptions import AuthError, InvalidRequest, MissingToken
+from jwtapi.exceptions import AuthError, InvalidRequest, InvalidToken, MissingToken
 from jwtapi.extension import auth_state, authenticated_by_cookie, verify_request
 from jwtapi.routes import service
 from jwtapi.tokens import REFRESH_TYPE, TokenPair
@@ -109,8 +109,10 @@ def _logout_by_refresh_cookie(refused: AuthHTTPException) -> Response:
     sessions = service().sessions
     try:
         refresh = sessions.tokens.verify(raw, REFRESH_TYPE)
-    except AuthError:
+    except InvalidToken:
         raise refused from None
+    except AuthError as error:  # keys unavailable: a 503, not a refusal
+        raise abort_auth(error) from None
     try:
         check_csrf(request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE), refresh)
         sessions.end_login(refresh)
