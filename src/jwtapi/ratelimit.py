@@ -24,7 +24,7 @@ from limits.storage import Storage
 from jwtapi.exceptions import AuthError, ConfigError
 from jwtapi.settings import PREFIX, Settings
 from jwtapi.stores.postgres import is_postgres_url
-from jwtapi.stores.sqlite import PerThreadConnection
+from jwtapi.stores.sqlite import PerThreadConnection, create_private
 from jwtapi.transport import parse_basic
 
 #: The ``limits`` storage scheme of :class:`SQLiteCounters`.
@@ -49,7 +49,7 @@ class SQLiteCounters(Storage):
         self.path = Path(uri.split("://", 1)[1])
         self._connections = PerThreadConnection(self.path, "OFF")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             self._connection().execute(
                 "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY NOT NULL, "
                 "count INTEGER NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID"

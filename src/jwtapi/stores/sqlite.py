@@ -6,14 +6,18 @@ worker therefore holds exactly one. Write transactions start with ``BEGIN IMMEDI
 which takes the database's write lock at once, so they run one at a time. The schema is
 versioned with ``PRAGMA user_version`` and migrated forward, idempotently, when the
 database is opened.
+
+The file holds password hashes: it is created readable by its owner only (0600), in folders
+created 0700; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,16 @@ _UNAVAILABLE = (
 )
 
 
+def create_private(path: Path) -> None:
+    """Create the file ``path`` empty, mode 0600, and each missing folder above it, mode
+    0700; what exists already is left as it is (an empty file is an empty database)."""
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class PerThreadConnection:
     """One autocommit connection to a SQLite file per thread, opened on first use and
     kept; WAL mode, with ``synchronous`` as given and any further ``pragmas``."""
@@ -109,9 +123,9 @@ class SQLiteDatabase(SQLDatabase):
         self.path = Path(path)
         self._connections = PerThreadConnection(self.path, "FULL", "foreign_keys = ON")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
         except OSError as exc:
-            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
+            raise StoreUnavailable(f"cannot create {self.path}: {exc.strerror}") from None
         self.migrate()
 
     def connection(self) -> sqlite3.Connection:
