@@ -55,6 +55,23 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(VENV)/.installed $@
 
+# The Postman collection (clients/postman) against a running server, by newman on the venv's
+# Node.js: no system Node needed. The passwords come from the environment (or the command
+# line), and the command is not echoed, so they never reach the terminal:
+#   POSTMAN_PASSWORD=... POSTMAN_ADMIN_PASSWORD=... make postman
+POSTMAN_URL ?= http://127.0.0.1:5000
+POSTMAN_USER ?= alice
+POSTMAN_ADMIN_USER ?= demo
+postman: node_modules/.installed
+	@if [ -z "$$POSTMAN_PASSWORD" ] || [ -z "$$POSTMAN_ADMIN_PASSWORD" ]; then \
+	  echo "make postman: set POSTMAN_PASSWORD and POSTMAN_ADMIN_PASSWORD, the passwords of $(POSTMAN_USER) and $(POSTMAN_ADMIN_USER) (clients/postman/README.md)" >&2; \
+	  exit 2; fi
+	@PATH="$(CURDIR)/$(BIN):$$PATH" npm run --silent postman -- \
+	  --env-var "baseUrl=$(POSTMAN_URL)" \
+	  --env-var "username=$(POSTMAN_USER)" --env-var "password=$$POSTMAN_PASSWORD" \
+	  --env-var "adminUsername=$(POSTMAN_ADMIN_USER)" \
+	  --env-var "adminPassword=$$POSTMAN_ADMIN_PASSWORD" $(POSTMAN_ARGS)
+
 # newman (the Postman collection's runner), installed into the project, never globally.
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed-test
 	PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund --loglevel=error

