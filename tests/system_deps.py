@@ -52,6 +52,8 @@ NEEDS: tuple[Need, ...] = (
     # tests/test_browser.py drives Debian's Chromium through its matching ChromeDriver.
     Need("browser", "chromium", ("chromium", "fonts-dejavu-core")),
     Need("browser", "chromedriver", ("chromium-driver",)),
+    # tests/test_readme.py runs the README's curl walkthrough as it is written.
+    Need("curl", "curl", ("curl",)),
 )
 #: What each group's tests prove, for the summary of a run that leaves them out.
 GROUPS: dict[str, str] = {
@@ -59,6 +61,7 @@ GROUPS: dict[str, str] = {
     "postgresql": "users and logins in a real PostgreSQL",
     "wrk": "the benchmark's HTTP rows under wrk",
     "browser": "the try-it page in headless Chromium",
+    "curl": "the README's curl walkthrough",
 }
 
 

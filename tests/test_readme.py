@@ -1,0 +1,174 @@
+"""The README's examples, run as they are written.
+
+The curl walkthrough ("Trying it with curl", "Refresh and logout") runs in bash against a
+live server with the user `demo`, as after `make run`: every answer the README shows in a
+comment (`# 204`, `# {"error": ...}`) must be what the server answers, in that order, and
+the walkthrough must fit in the default login rate limit. Over the limit, its snippets must
+say what the server said, never a Python traceback. The library example runs with a secret
+made by the command its comment gives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LiveServer, make_server
+
+from jwtapi.passwords import Passwords
+from jwtapi.stores import SQLUserStore, open_database
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text("utf-8")
+DEMO_PASSWORD = "demo-password-printed-once"
+pytestmark = pytest.mark.needs("curl")
+
+
+def section(title: str) -> str:
+    """The text of the README section headed ``## title``."""
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def walkthrough(url: str) -> str:
+    """The shell blocks of the two curl sections, in order, pointed at ``url``."""
+    script = "\n".join(
+        block
+        for title in ("Trying it with curl", "Refresh and logout")
+        for block in blocks(section(title), "sh")
+    )
+    assert "PASSWORD='the password make run printed'" in script
+    script = script.replace(
+        "PASSWORD='the password make run printed'", 'PASSWORD="$DEMO_PASSWORD"'
+    )
+    return script.replace("http://127.0.0.1:5000", url)
+
+
+def shown_answers(script: str) -> list[str]:
+    """The answers the README shows in comments right after a command."""
+    return [line[2:] for line in script.splitlines() if re.match(r"# (\{|\d{3}$)", line)]
+
+
+def demo_server(workdir: Path, **values: str) -> LiveServer:
+    """A server with the user `demo` (scope admin), as `make run` leaves it."""
+    live = make_server(workdir, **values)
+    database = open_database(live.env["JWTAPI_DATABASE"])
+    try:
+        SQLUserStore(database).add("demo", Passwords().hash(DEMO_PASSWORD), "admin")
+    finally:
+        database.close()
+    return live
+
+
+def run_walkthrough(live: LiveServer) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", walkthrough(live.url)],
+        env={**os.environ, "DEMO_PASSWORD": DEMO_PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def default_limits(tmp_path: Path) -> Iterator[LiveServer]:
+    """The defaults of `make run`, the login rate limit (10 a minute) included."""
+    live = demo_server(tmp_path)
+    del live.env["JWTAPI_LOGIN_RATE_LIMIT"]
+    live.start()
+    yield live
+    live.stop()
+
+
+def test_the_curl_walkthrough_answers_what_the_readme_shows(default_limits: LiveServer) -> None:
+    result = run_walkthrough(default_limits)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    position = 0
+    for answer in shown_answers(walkthrough(default_limits.url)):
+        assert answer in lines[position:], (answer, lines[position:])
+        position = lines.index(answer, position) + 1
+    assert len(shown_answers(walkthrough(default_limits.url))) >= 6
+    # The first answer is the token response the README describes.
+    assert lines[0].startswith('{"access_token":"eyJ')
+    assert '"token_type":"Bearer"' in lines[0]
+    # "logs in four times": the README's count, and within the limit of 10 a minute.
+    assert "logs in four times" in section("Trying it with curl")
+    assert default_limits.log().count('"POST /login HTTP/1.1" 200') == 4
+
+
+def test_over_the_rate_limit_the_snippets_say_what_the_server_said(tmp_path: Path) -> None:
+    live = demo_server(tmp_path, JWTAPI_LOGIN_RATE_LIMIT="1/minute").start()
+    try:
+        result = run_walkthrough(live)
+    finally:
+        live.stop()
+    assert "Traceback" not in result.stderr
+    (shown,) = [
+        line
+        for line in section("Trying it with curl").splitlines()
+        if line.startswith("the server answered:")
+    ]
+    assert shown in result.stderr.splitlines(), result.stderr
+    assert "KeyError" not in result.stderr
+
+
+def test_field_names_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    script = walkthrough("http://127.0.0.1:9").split("# Log in with HTTP Basic")[0]
+    result = subprocess.run(
+        ["bash", "-c", script + "\ncurl -s http://127.0.0.1:9/login | field access_token"],
+        env={**os.environ, "DEMO_PASSWORD": DEMO_PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "the server answered: nothing (is make run serving?)\n"
+
+
+def test_the_library_example_runs_with_a_secret_made_as_it_says(tmp_path: Path) -> None:
+    (example,) = blocks(section("As a library"), "python")
+    (command,) = re.findall(r"#\s+(python3 -c '.*')\n", example)
+    made = subprocess.run(
+        ["bash", "-c", command.replace("python3", sys.executable, 1)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    secret = made.stdout.strip()
+    assert len(secret.encode()) >= 32
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWTAPI_")}
+    env["JWTAPI_SECRET_KEY"] = secret
+    program = example + (
+        "\nwith app.app_context():\n"
+        "    token = JWTAuth.issue_tokens('ann', 'admin').access_token\n"
+        "client = app.test_client()\n"
+        "headers = {'Authorization': 'Bearer ' + token}\n"
+        "print(client.get('/orders', headers=headers).get_json())\n"
+        "print(client.get('/orders').status_code)\n"
+        "print(client.get('/admin/stats', headers=headers).get_json())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["{'user': 'ann'}", "401", "{'scopes': ['admin']}"]
