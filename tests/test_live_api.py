@@ -8,12 +8,17 @@ import hmac
 import json
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
 import requests
-from conftest import PASSWORDS, LiveServer, basic, bearer
+from conftest import PASSWORDS, LiveServer, basic, bearer, make_server
+
+from jwtapi.cookies import ACCESS_COOKIE as ACCESS
+from jwtapi.cookies import CSRF_COOKIE as CSRF
+from jwtapi.cookies import REFRESH_COOKIE as REFRESH
 
 BASIC_CHALLENGE = 'Basic realm="jwtapi", charset="UTF-8"'
 
@@ -82,18 +87,54 @@ def test_login_returns_rfc6749_token_response(server: LiveServer) -> None:
     assert jwt.get_unverified_header(body["refresh_token"])["typ"] != "at+jwt"
 
 
+#: No Basic credentials were read: the answer says how to send them, and nothing else.
+BASIC_EXPECTED = (
+    "HTTP Basic credentials expected: send Authorization: Basic with base64 of "
+    "username:password (credentials in a JSON or form body are not read)"
+)
+BASIC_MALFORMED = (
+    "malformed HTTP Basic credentials: send Authorization: Basic with base64 of "
+    "UTF-8 username:password"
+)
+#: What a wrong password and an unknown user get, alike (and nothing else gets).
+WRONG_CREDENTIALS = "invalid username or password"
+BEARER_EXPECTED = (
+    "the Authorization header must use the Bearer scheme: Authorization: Bearer <token>"
+)
+REFRESH_BEARER_EXPECTED = "the refresh token must be sent as Authorization: Bearer <refresh token>"
+
+
+def assert_login_refused(response: requests.Response, description: str) -> None:
+    """401 invalid_credentials with exactly ``description``, the Basic challenge, no token."""
+    assert response.status_code == 401, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"error": "invalid_credentials", "error_description": description}
+    assert response.headers["WWW-Authenticate"] == BASIC_CHALLENGE
+    assert "access_token" not in response.text
+
+
+def assert_missing_token(response: requests.Response, description: str) -> None:
+    """401 missing_token with exactly ``description`` and the bare Bearer challenge."""
+    assert response.status_code == 401, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"error": "missing_token", "error_description": description}
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="jwtapi"'
+
+
 @pytest.mark.parametrize(
-    "authorization",
+    ("authorization", "description"),
     [
-        None,
-        "Basic",
-        "Basic !!!notbase64!!!",
-        "Basic " + base64.b64encode(b"no-colon-here").decode(),
-        "Basic " + base64.b64encode(b"alice:\xff\xfe").decode(),
-        "Basic " + base64.b64encode(b"alice:wrong-password").decode(),
-        "Basic " + base64.b64encode(b"nobody:alice-password-1").decode(),
-        "Bearer abc.def.ghi",
-        "Digest username=alice",
+        (None, BASIC_EXPECTED),
+        ("Basic", BASIC_MALFORMED),
+        ("Basic !!!notbase64!!!", BASIC_MALFORMED),
+        ("Basic " + base64.b64encode(b"no-colon-here").decode(), BASIC_MALFORMED),
+        ("Basic " + base64.b64encode(b"alice:\xff\xfe").decode(), BASIC_MALFORMED),
+        ("Basic " + base64.b64encode(b":alice-password-1").decode(), BASIC_MALFORMED),
+        ("Basic " + base64.b64encode(b"alice:wrong-password").decode(), WRONG_CREDENTIALS),
+        ("Basic " + base64.b64encode(b"nobody:alice-password-1").decode(), WRONG_CREDENTIALS),
+        ("Bearer abc.def.ghi", BASIC_EXPECTED),
+        ("Digest username=alice", BASIC_EXPECTED),
+        ("Token " + base64.b64encode(b"alice:alice-password-1").decode(), BASIC_EXPECTED),
     ],
     ids=[
         "missing",
@@ -101,22 +142,79 @@ def test_login_returns_rfc6749_token_response(server: LiveServer) -> None:
         "bad-base64",
         "no-colon",
         "not-utf8",
+        "empty-username",
         "wrong-password",
         "unknown-user",
         "bearer",
         "digest",
+        "token-scheme",
     ],
 )
-def test_login_refuses_bad_credentials_alike(server: LiveServer, authorization: str | None) -> None:
+def test_login_refuses_bad_credentials(
+    server: LiveServer, authorization: str | None, description: str
+) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     response = requests.post(f"{server.url}/login", headers=headers, timeout=10)
-    assert response.status_code == 401
-    assert response.json() == {
-        "error": "invalid_credentials",
-        "error_description": "invalid username or password",
-    }
-    assert response.headers["WWW-Authenticate"] == BASIC_CHALLENGE
-    assert "access_token" not in response.text
+    assert_login_refused(response, description)
+
+
+def test_wrong_password_and_unknown_user_get_the_identical_answer(server: LiveServer) -> None:
+    wrong = requests.post(
+        f"{server.url}/login", headers=basic("alice", "wrong-password"), timeout=10
+    )
+    unknown = requests.post(
+        f"{server.url}/login", headers=basic("nobody", PASSWORDS["alice"]), timeout=10
+    )
+    assert_login_refused(wrong, WRONG_CREDENTIALS)
+    assert_login_refused(unknown, WRONG_CREDENTIALS)
+    assert wrong.content == unknown.content
+    for header in ("Content-Type", "WWW-Authenticate", "Cache-Control", "Content-Length"):
+        assert wrong.headers[header] == unknown.headers[header]
+
+
+def test_login_with_the_right_password_in_a_json_body_says_basic_is_expected(
+    server: LiveServer,
+) -> None:
+    """The body is never read: even alice's right password there gets no token, and the
+    answer says where credentials go instead of calling them wrong."""
+    response = requests.post(
+        f"{server.url}/login",
+        json={"username": "alice", "password": PASSWORDS["alice"]},
+        timeout=10,
+    )
+    assert_login_refused(response, BASIC_EXPECTED)
+    assert "HTTP Basic" in response.json()["error_description"]
+
+
+def test_login_with_the_right_password_in_a_form_body_says_basic_is_expected(
+    server: LiveServer,
+) -> None:
+    response = requests.post(
+        f"{server.url}/login",
+        data={"username": "alice", "password": PASSWORDS["alice"]},
+        timeout=10,
+    )
+    assert response.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert_login_refused(response, BASIC_EXPECTED)
+    assert "HTTP Basic" in response.json()["error_description"]
+
+
+def test_login_with_a_bearer_header_says_basic_is_expected(server: LiveServer) -> None:
+    response = requests.post(f"{server.url}/login", headers=bearer("x"), timeout=10)
+    assert_login_refused(response, BASIC_EXPECTED)
+    assert "HTTP Basic" in response.json()["error_description"]
+
+
+def test_login_with_a_body_and_basic_credentials_reads_the_header(server: LiveServer) -> None:
+    """Right Basic credentials with a (wrong) JSON body: the body is ignored, as ever."""
+    response = requests.post(
+        f"{server.url}/login",
+        headers=basic("alice", PASSWORDS["alice"]),
+        json={"username": "root", "password": "wrong"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "read"
 
 
 def test_login_get_is_405_json_with_allow(server: LiveServer) -> None:
@@ -200,12 +298,72 @@ def test_missing_token_is_401_without_error_code(server: LiveServer) -> None:
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="jwtapi"'
 
 
+def test_no_authorization_keeps_the_plain_missing_token(server: LiveServer) -> None:
+    response = requests.get(f"{server.url}/protected", timeout=10)
+    assert_missing_token(response, "no access token in the request")
+
+
 def test_basic_header_on_protected_route_is_missing_token(server: LiveServer) -> None:
     response = requests.get(
         f"{server.url}/protected", headers=basic("alice", PASSWORDS["alice"]), timeout=10
     )
-    assert response.status_code == 401
-    assert response.json()["error"] == "missing_token"
+    assert_missing_token(response, BEARER_EXPECTED)
+
+
+@pytest.mark.parametrize("path", ["/protected", "/protected/admin"])
+def test_a_valid_access_token_under_another_scheme_says_bearer(
+    server: LiveServer, path: str
+) -> None:
+    token = str(server.login("root")["access_token"])
+    response = requests.get(
+        f"{server.url}{path}", headers={"Authorization": f"Token {token}"}, timeout=10
+    )
+    assert_missing_token(response, BEARER_EXPECTED)
+    assert "Bearer" in response.json()["error_description"]
+    assert "Token" not in response.text  # not even the scheme the client sent is echoed
+    assert token not in response.text
+    # The very same token as Bearer is accepted: only the scheme was wrong.
+    assert get_protected(server, token, path).status_code == 200
+
+
+def test_another_scheme_beside_a_query_token_uses_the_query_token(server: LiveServer) -> None:
+    token = str(server.login()["access_token"])
+    response = requests.get(
+        f"{server.url}/protected",
+        params={"token": token},
+        headers={"Authorization": "Token something-else"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["sub"] == "alice"
+
+
+def test_logout_with_another_scheme_says_bearer(server: LiveServer) -> None:
+    token = str(server.login()["access_token"])
+    response = requests.post(
+        f"{server.url}/logout", headers={"Authorization": f"Token {token}"}, timeout=10
+    )
+    assert_missing_token(response, BEARER_EXPECTED)
+    assert get_protected(server, token).status_code == 200  # nothing was revoked
+
+
+def test_refresh_without_authorization_keeps_its_description(server: LiveServer) -> None:
+    response = requests.post(f"{server.url}/refresh", timeout=10)
+    assert_missing_token(response, "no refresh token in the Authorization header")
+
+
+def test_refresh_token_under_another_scheme_says_bearer(server: LiveServer) -> None:
+    refresh = str(server.login()["refresh_token"])
+    response = requests.post(
+        f"{server.url}/refresh", headers={"Authorization": f"Token {refresh}"}, timeout=10
+    )
+    assert_missing_token(response, REFRESH_BEARER_EXPECTED)
+    assert "Bearer" in response.json()["error_description"]
+    assert "Token" not in response.text
+    assert refresh not in response.text
+    # Not read, so not rotated: the same refresh token still works, once, as Bearer.
+    rotated = requests.post(f"{server.url}/refresh", headers=bearer(refresh), timeout=10)
+    assert rotated.status_code == 200, rotated.text
 
 
 def test_bearer_without_token_is_400(server: LiveServer) -> None:
@@ -424,3 +582,57 @@ def test_oversized_body_is_413_json(server: LiveServer) -> None:
     )
     assert response.status_code == 413
     assert response.json()["error"] == "request_entity_too_large"
+
+
+# Another scheme beside cookie tokens ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cookie_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = make_server(tmp_path_factory.mktemp("cookies"), JWTAPI_COOKIE_TOKENS="true").start()
+    yield live
+    live.stop()
+
+
+def cookie_login(server: LiveServer) -> dict[str, str]:
+    """Log alice in; the cookies a browser would now hold, by name."""
+    response = requests.post(
+        f"{server.url}/login", headers=basic("alice", PASSWORDS["alice"]), timeout=10
+    )
+    assert response.status_code == 200, response.text
+    jar: dict[str, str] = {}
+    for header in response.raw.headers.getlist("Set-Cookie"):
+        name, _, rest = header.partition("=")
+        jar[name] = rest.split(";")[0]
+    return jar
+
+
+def test_another_scheme_beside_an_access_cookie_uses_the_cookie(cookie_server: LiveServer) -> None:
+    jar = cookie_login(cookie_server)
+    headers = {"Authorization": "Token something", "Cookie": f"{ACCESS}={jar[ACCESS]}"}
+    response = requests.get(f"{cookie_server.url}/protected", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["sub"] == "alice"
+    alone = requests.get(
+        f"{cookie_server.url}/protected",
+        headers={"Authorization": f"Token {jar[ACCESS]}"},
+        timeout=10,
+    )
+    assert_missing_token(alone, BEARER_EXPECTED)
+
+
+def test_another_scheme_beside_a_refresh_cookie_uses_the_cookie(cookie_server: LiveServer) -> None:
+    jar = cookie_login(cookie_server)
+    alone = requests.post(
+        f"{cookie_server.url}/refresh",
+        headers={"Authorization": f"Token {jar[REFRESH]}"},
+        timeout=10,
+    )
+    assert_missing_token(alone, REFRESH_BEARER_EXPECTED)
+    headers = {
+        "Authorization": "Token something",
+        "Cookie": f"{REFRESH}={jar[REFRESH]}; {CSRF}={jar[CSRF]}",
+        "X-CSRF-Token": jar[CSRF],
+    }
+    response = requests.post(f"{cookie_server.url}/refresh", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text

@@ -46,9 +46,7 @@ def walkthrough(url: str) -> str:
         for block in blocks(section(title), "sh")
     )
     assert "PASSWORD='the password make run printed'" in script
-    script = script.replace(
-        "PASSWORD='the password make run printed'", 'PASSWORD="$DEMO_PASSWORD"'
-    )
+    script = script.replace("PASSWORD='the password make run printed'", 'PASSWORD="$DEMO_PASSWORD"')
     return script.replace("http://127.0.0.1:5000", url)
 
 

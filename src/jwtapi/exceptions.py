@@ -35,14 +35,23 @@ class AuthError(JWTAPIError):
 
 
 class InvalidCredentials(AuthError):
-    """HTTP Basic credentials are missing, malformed or wrong (the same for all three)."""
+    """HTTP Basic credentials are missing, malformed or wrong.
+
+    All three get the same status, code and challenge. The description says which only
+    where that tells nothing about any user (no Basic header, or one that cannot be
+    decoded: see :mod:`jwtapi.transport`); a wrong password and an unknown user get the
+    same default description.
+    """
 
     error = "invalid_credentials"
     default_description = "invalid username or password"
 
 
 class MissingToken(AuthError):
-    """No token was presented (RFC 6750 section 3.1: no error code in the challenge)."""
+    """No token was presented (RFC 6750 section 3.1: no error code in the challenge).
+
+    The description may say how to present one (the Bearer scheme, say), never more.
+    """
 
     error = "missing_token"
     default_description = "no access token in the request"

@@ -126,7 +126,8 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
     state = auth_state(context.app)
     environ = req.environ
     try:
-        header_token = bearer_from_header(environ.get("HTTP_AUTHORIZATION"))
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        header_token = bearer_from_header(authorization)
         # The query string is parsed only when there is one (most requests have none).
         query_tokens = (
             [v for name in QUERY_PARAMETERS for v in req.args.getlist(name)]
@@ -149,7 +150,9 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         if cookie_token is not None:
             after_this_request(private_to_the_cookie_holder)
         try:
-            raw = cookie_token or select_token(header_token, query_tokens, settings.query_token)
+            raw = cookie_token or select_token(
+                header_token, query_tokens, settings.query_token, authorization
+            )
         except MissingToken:
             if optional:
                 context.g.pop(_G_KEY, None)

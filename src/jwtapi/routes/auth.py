@@ -17,11 +17,16 @@ from jwtapi.cookies import (
     set_token_cookies,
 )
 from jwtapi.errors import AuthHTTPException, abort_auth
-from jwtapi.exceptions import AuthError, InvalidRequest, InvalidToken, MissingToken
+from jwtapi.exceptions import AuthError, InvalidRequest, InvalidToken
 from jwtapi.extension import auth_state, authenticated_by_cookie, verify_request
 from jwtapi.routes import service
 from jwtapi.tokens import REFRESH_TYPE, TokenPair
-from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, parse_basic
+from jwtapi.transport import (
+    QUERY_PARAMETERS,
+    bearer_from_header,
+    missing_refresh_token,
+    parse_basic,
+)
 
 #: Routes that issue tokens: not served by a verify-only server.
 issuing = Blueprint("issuing", __name__)
@@ -32,8 +37,10 @@ bp = Blueprint("auth", __name__)
 def login() -> Response:
     """Exchange HTTP Basic credentials for an access token and a refresh token.
 
-    An unknown user and a wrong password get the same answer after the same work (a
-    dummy argon2 verification); a hash with outdated parameters is upgraded on success.
+    Only the Authorization header is read, never a JSON or form body: a request without
+    Basic credentials is told so. An unknown user and a wrong password get the same answer
+    after the same work (a dummy argon2 verification); a hash with outdated parameters is
+    upgraded on success.
     """
     try:
         username, password = parse_basic(request.headers.get("Authorization"))
@@ -58,7 +65,8 @@ def refresh() -> Response:
     sessions = service().sessions
     by_cookie = False
     try:
-        raw = bearer_from_header(request.headers.get("Authorization"))
+        authorization = request.headers.get("Authorization")
+        raw = bearer_from_header(authorization)
         if raw is None and auth_state().settings.cookie_tokens:
             cookies = read_cookies(request.environ)
             raw = cookies.get(REFRESH_COOKIE) or None
@@ -67,7 +75,7 @@ def refresh() -> Response:
                 presented = sessions.tokens.verify(raw, REFRESH_TYPE)
                 check_csrf(request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE), presented)
         if raw is None:
-            raise MissingToken("no refresh token in the Authorization header")
+            raise missing_refresh_token(authorization)
         pair = sessions.refresh(raw)
     except AuthError as error:
         raise abort_auth(error) from None
