@@ -1,8 +1,9 @@
 """End to end in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
 installed by ``.ci/run``), driven by Selenium: the try-it page against a live server.
 
-Log in, see ``/protected`` answer with the user's name, refresh, log out, and see
-``/protected`` refused, with header tokens and with cookie tokens. The logged-in page is
+Type a wrong password and see the page report the 401 and take the next try, log in, see
+``/protected`` answer with the user's name, refresh, log out, and see ``/protected``
+refused, with header tokens and with cookie tokens. The logged-in page is
 saved as a screenshot in the test artifacts (``build/test-artifacts`` unless
 ``JWTAPI_TEST_ARTIFACTS`` says otherwise).
 """
@@ -27,6 +28,8 @@ from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("JWTAPI_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
+#: Debian's chromium and chromium-driver (tests/system_deps.py).
+pytestmark = pytest.mark.needs("browser")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -77,6 +80,13 @@ def wait_for_status(driver: webdriver.Chrome, text: str) -> str:
     return driver.find_element(By.ID, "response").text
 
 
+def wait_until_ready(driver: webdriver.Chrome) -> None:
+    """Wait until every button of the page is enabled again (no request in flight)."""
+    WebDriverWait(driver, 15).until(
+        lambda d: all(button.is_enabled() for button in d.find_elements(By.TAG_NAME, "button"))
+    )
+
+
 def claims(driver: webdriver.Chrome) -> dict[str, object]:
     text = driver.find_element(By.ID, "token-claims").text
     decoded: dict[str, object] = json.loads(text)
@@ -92,9 +102,26 @@ def test_log_in_call_refresh_log_out(
     browser.delete_all_cookies()
     browser.get(f"{base}/")
     assert browser.title == "jwtapi: try it"
+    assert "demo" in browser.find_element(By.ID, "login-hint").text
 
+    # A wrong password: the 401 reaches the page (no credentials prompt of the browser's
+    # own holds the request), which says so and is ready for the next try.
+    password = browser.find_element(By.ID, "password")
     browser.find_element(By.ID, "username").send_keys("alice")
-    browser.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    password.send_keys("not-alice-password")
+    browser.find_element(By.ID, "login").click()
+    refused = json.loads(wait_for_status(browser, "POST /login \u2192 401"))
+    assert refused["error"] == "invalid_credentials"
+    assert "error" in browser.find_element(By.ID, "status").get_attribute("class").split()
+    wait_until_ready(browser)
+    assert password.get_attribute("value") == ""
+    assert browser.switch_to.active_element == password
+    assert browser.find_element(By.ID, "who").text == "Not logged in."
+    assert browser.find_element(By.ID, "token-claims").text == "none"
+    assert browser.get_cookies() == []
+
+    # The right password, typed next, logs in (the username is still filled in).
+    password.send_keys(PASSWORDS["alice"])
     browser.find_element(By.ID, "login").click()
     login = json.loads(wait_for_status(browser, "POST /login \u2192 200"))
     assert login["token_type"] == "Bearer"

@@ -301,6 +301,13 @@ def test_targeted_responses_conform_to_the_document(live: LiveServer) -> None:
         ("POST", "/refresh", {}, 401),
         ("POST", "/login", {}, 401),
         ("POST", "/login", {"headers": basic("alice", "wrong-password")}, 401),
+        # 401 to a page's script: the Form challenge.
+        (
+            "POST",
+            "/login",
+            {"headers": {**basic("alice", "wrong"), "X-Requested-With": "XMLHttpRequest"}},
+            401,
+        ),
         # 204: logout that also ends another login of the same user.
         (
             "POST",

@@ -6,6 +6,10 @@ RFC 6750 section 3 and RFC 7617 require, ``Cache-Control: no-store``), so it sta
 even in an app whose own error handlers know nothing of jwtapi. :func:`register_json_errors`
 makes every other error of the service JSON too: 404, 405 (keeping ``Allow``), and an
 unexpected exception, which is logged server-side and answered with a generic 500.
+
+A wrong login from a page's own script (marked ``X-Requested-With: XMLHttpRequest``) is
+challenged with ``Form`` rather than ``Basic``: a browser opens its credentials prompt for
+a Basic challenge even on a ``fetch()``, and that prompt freezes the page.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Flask, Response
@@ -34,6 +38,15 @@ from jwtapi.exceptions import (
 from jwtapi.stores.base import StoreUnavailable
 
 REALM = "jwtapi"
+#: The contract's challenge of a login refused (RFC 7617), for every client but a page's script.
+BASIC_CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
+#: The same refusal for a page's script: a scheme no browser prompts for, so the page
+#: gets the 401 itself. RFC 9110 section 11.6.1 still gets the challenge a 401 must carry.
+FORM_CHALLENGE = f'Form realm="{REALM}"'
+#: ``X-Requested-With`` as a WSGI environ key, and the value scripts send (jQuery, Spring
+#: Security, Rails); another origin cannot send it without passing a CORS preflight.
+REQUESTED_WITH = "HTTP_X_REQUESTED_WITH"
+XML_HTTP_REQUEST = "xmlhttprequest"
 #: Seconds a client is asked to wait after a 503 (an outage of the database or Redis).
 RETRY_AFTER = "5"
 log = logging.getLogger("jwtapi")
@@ -48,12 +61,17 @@ def json_body(error: str, description: str) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def challenge(error: AuthError) -> str | None:
-    """The ``WWW-Authenticate`` value for ``error``, or None when it takes none."""
+def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str | None:
+    """The ``WWW-Authenticate`` value for ``error``, or None when it takes none.
+
+    ``environ`` is the WSGI environ of the request refused: a wrong login whose request
+    carries ``X-Requested-With: XMLHttpRequest`` (any case) is challenged with
+    :data:`FORM_CHALLENGE`, every other one with :data:`BASIC_CHALLENGE`.
+    """
     if isinstance(error, TemporarilyUnavailable | CSRFRejected):
         return None
     if isinstance(error, InvalidCredentials):
-        return f'Basic realm="{REALM}", charset="UTF-8"'
+        return FORM_CHALLENGE if _from_script(environ) else BASIC_CHALLENGE
     if isinstance(error, MissingToken):
         # RFC 6750 section 3.1: no error code when the request had no authentication.
         return f'Bearer realm="{REALM}"'
@@ -85,7 +103,7 @@ class AuthHTTPException(HTTPException):
             ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"),
         ]
-        value = challenge(self.auth_error)
+        value = challenge(self.auth_error, environ)
         if value:
             headers.append(("WWW-Authenticate", value))
         if isinstance(self.auth_error, TemporarilyUnavailable):
@@ -145,6 +163,12 @@ def register_json_errors(app: Flask) -> None:
         return json_error_response(
             500, "server_error", InternalServerError.description or "internal server error"
         )
+
+
+def _from_script(environ: Mapping[str, Any] | None) -> bool:
+    """Whether the request says it comes from a page's script (``X-Requested-With``)."""
+    value = environ.get(REQUESTED_WITH) if environ is not None else None
+    return isinstance(value, str) and value.lower() == XML_HTTP_REQUEST
 
 
 def _describe(exc: Exception) -> str:

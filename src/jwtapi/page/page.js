@@ -71,6 +71,7 @@
   // One request at a time: two refreshes at once would present one refresh token twice,
   // which the server must take for reuse (and end the login).
   let busy = false;
+  const REQUEST_TIMEOUT_MS = 30000;
 
   async function call(method, path, authorization) {
     if (busy) return { status: 0, body: null };
@@ -84,22 +85,34 @@
     }
   }
 
+  // Every request says it comes from this script: a wrong login is then challenged with
+  // `Form`, not `Basic`, so the browser opens no credentials prompt of its own (which would
+  // leave the fetch pending, and the page frozen) and the page gets the 401 itself.
   async function send(method, path, authorization) {
-    const headers = { Accept: "application/json" };
+    const headers = { Accept: "application/json", "X-Requested-With": "XMLHttpRequest" };
     if (authorization) headers.Authorization = authorization;
     if (cookieMode && method !== "GET") headers["X-CSRF-Token"] = csrfToken();
     const status = byId("status");
     const output = byId("response");
     let response;
+    let text;
     try {
-      response = await fetch(path, { method, headers, credentials: "same-origin", cache: "no-store" });
+      response = await fetch(path, {
+        method,
+        headers,
+        credentials: "same-origin",
+        cache: "no-store",
+        // Whatever else keeps an answer away (a prompt from a proxy's own challenge, a
+        // server that hangs), the page gets its buttons back.
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+      text = await response.text();
     } catch (error) {
       status.textContent = `${method} ${path}: no answer (${error.message})`;
       status.className = "status error";
       output.textContent = "";
       return { status: 0, body: null };
     }
-    const text = await response.text();
     let body = null;
     try {
       body = text ? JSON.parse(text) : null;
@@ -133,7 +146,10 @@
     const username = byId("username").value;
     const password = byId("password").value;
     byId("password").value = "";
-    tookTokens(await call("POST", "/login", basic(username, password)));
+    const result = await call("POST", "/login", basic(username, password));
+    tookTokens(result);
+    // Refused or unanswered (the status line says which): ready for the next try at once.
+    if (result.status !== 200) byId("password").focus();
   });
   byId("call-protected").addEventListener("click", () => call("GET", "/protected", bearer(accessToken)));
   byId("call-admin").addEventListener("click", () => call("GET", "/protected/admin", bearer(accessToken)));
