@@ -19,6 +19,12 @@ from conftest import PASSWORDS, LiveServer, basic, bearer, make_server
 from jwtapi.cookies import ACCESS_COOKIE as ACCESS
 from jwtapi.cookies import CSRF_COOKIE as CSRF
 from jwtapi.cookies import REFRESH_COOKIE as REFRESH
+from jwtapi.transport import (
+    BASIC_EXPECTED,
+    BASIC_MALFORMED,
+    BEARER_EXPECTED,
+    REFRESH_BEARER_EXPECTED,
+)
 
 BASIC_CHALLENGE = 'Basic realm="jwtapi", charset="UTF-8"'
 
@@ -87,21 +93,8 @@ def test_login_returns_rfc6749_token_response(server: LiveServer) -> None:
     assert jwt.get_unverified_header(body["refresh_token"])["typ"] != "at+jwt"
 
 
-#: No Basic credentials were read: the answer says how to send them, and nothing else.
-BASIC_EXPECTED = (
-    "HTTP Basic credentials expected: send Authorization: Basic with base64 of "
-    "username:password (credentials in a JSON or form body are not read)"
-)
-BASIC_MALFORMED = (
-    "malformed HTTP Basic credentials: send Authorization: Basic with base64 of "
-    "UTF-8 username:password"
-)
 #: What a wrong password and an unknown user get, alike (and nothing else gets).
 WRONG_CREDENTIALS = "invalid username or password"
-BEARER_EXPECTED = (
-    "the Authorization header must use the Bearer scheme: Authorization: Bearer <token>"
-)
-REFRESH_BEARER_EXPECTED = "the refresh token must be sent as Authorization: Bearer <refresh token>"
 
 
 def assert_login_refused(response: requests.Response, description: str) -> None:

@@ -73,18 +73,25 @@ def bare(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def make_test(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``make test`` in this checkout, with a pytest stub that leaves ``pytest-ran``."""
-    pytest_stub = stub(tmp_path / "stubs", "pytest", f": > {tmp_path / 'pytest-ran'}\n")
+def run_make(
+    env: dict[str, str], *arguments: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``make`` in this checkout, with ``env`` and no input."""
     return subprocess.run(
-        [*MAKE_ARGS, "test", f"PYTHON={sys.executable}", f"PYTEST={pytest_stub}", *args],
+        [*MAKE_ARGS, *arguments, f"PYTHON={sys.executable}"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
+
+
+def make_test(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``make test`` in this checkout, with a pytest stub that leaves ``pytest-ran``."""
+    pytest_stub = stub(tmp_path / "stubs", "pytest", f": > {tmp_path / 'pytest-ran'}\n")
+    return run_make(env, "test", f"PYTEST={pytest_stub}", *args)
 
 
 def test_missing_programs_stop_make_test_before_any_test(
@@ -172,16 +179,9 @@ def test_without_them_the_suite_runs_and_says_what_it_left_out(
 ) -> None:
     """The real pytest, on a module whose tests run on SQLite, Redis and PostgreSQL."""
     bare["JWTAPI_TEST_WITHOUT"] = "redis,postgresql,wrk,browser,curl"
-    result = subprocess.run(
-        [*MAKE_ARGS, "test", f"PYTHON={sys.executable}",
-         "PYTEST_ARGS=-p no:cacheprovider tests/test_store_backends.py"],
-        env=bare,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    result = run_make(
+        bare, "test", "PYTEST_ARGS=-p no:cacheprovider tests/test_store_backends.py", timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "system_deps:" not in result.stderr
     summary = result.stdout.splitlines()
