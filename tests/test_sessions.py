@@ -24,6 +24,7 @@ from jwtapi.sessions import Revoker, Sessions
 from jwtapi.settings import Settings, parse_settings
 from jwtapi.stores import Family, Rotation, Stores, open_stores
 from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair, TokenService
+from jwtapi.users import UserTable
 
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-1"}
 SCOPES = {"alice": "read write", "bob": "read"}
@@ -78,7 +79,7 @@ def revoker(stores: Stores) -> Revoker:
 def sessions(
     tokens: TokenService, stores: Stores, revoker: Revoker, passwords: Passwords
 ) -> Sessions:
-    return Sessions(tokens, stores.users, revoker, passwords)
+    return Sessions(tokens, revoker, UserTable(stores.users, passwords))
 
 
 def login(sessions: Sessions, name: str) -> TokenPair:
@@ -207,12 +208,17 @@ def test_current_hash_is_not_rewritten(
 
 
 def test_login_racing_a_password_change_records_no_family(
-    db_path: Path, sessions: Sessions, tokens: TokenService, stores: Stores, hashes: dict[str, str]
+    db_path: Path,
+    sessions: Sessions,
+    tokens: TokenService,
+    stores: Stores,
+    hashes: dict[str, str],
+    passwords: Passwords,
 ) -> None:
     # What login does, step by step, with `jwtapi users passwd` landing after the check.
     checked = stores.users.get("alice")
     assert checked is not None
-    assert sessions.passwords.verify(checked.password_hash, PASSWORDS["alice"])
+    assert passwords.verify(checked.password_hash, PASSWORDS["alice"])
     stores.users.set_password("alice", hashes["bob"])
     pair = tokens.issue_pair(checked.name, checked.scope)
     started = stores.families.start(

@@ -11,13 +11,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jwtapi.errors import register_json_errors
-from jwtapi.extension import JWTAuth, auth_state, no_store_for_query_tokens, settings_from_config
+from jwtapi.extension import JWTAuth, no_store_for_query_tokens, settings_from_config
 from jwtapi.passwords import Passwords
-from jwtapi.ratelimit import limit_login
 from jwtapi.routes import Service, register_routes
-from jwtapi.sessions import Revoker, Sessions
 from jwtapi.settings import Settings
 from jwtapi.stores import RedisRevocationStore, Stores, StoreUnavailable, open_stores
+from jwtapi.users import UserTable
 
 log = logging.getLogger("jwtapi")
 
@@ -52,13 +51,13 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
 
     stores = open_stores(settings.database, settings.redis_url)
     _warn_about_redis(stores)
-    JWTAuth(app, settings=settings, revocations=stores.revocations)
-    tokens = auth_state(app).tokens
-    revoker = Revoker(stores.families, stores.revocations, settings.leeway)
-    sessions = Sessions(tokens, stores.users, revoker, Passwords())
-    register_routes(app, Service(stores, sessions), can_issue=tokens.can_issue)
-    if tokens.can_issue:
-        limit_login(app, settings, "issuing.login")
+    # The service is the library over its own user table: the same extension, callbacks
+    # and blueprint an app with its own users registers.
+    auth = JWTAuth(app, settings=settings, stores=stores)
+    users = UserTable(stores.users, Passwords())
+    auth.verify_password(users.verify_password)
+    auth.load_identity(users.load_identity)
+    register_routes(app, Service(stores), auth.blueprint)
     register_json_errors(app)
 
     @app.before_request

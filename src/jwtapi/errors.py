@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app, has_app_context
 from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError as LimitsStorageError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -30,6 +30,7 @@ from jwtapi.exceptions import (
     AuthError,
     CSRFRejected,
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidCredentials,
     MissingToken,
     StateUnavailable,
@@ -81,6 +82,8 @@ def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str
         parts.append(f'scope="{_quotable(error.scope)}"')
     else:
         parts.append(f'error_description="{_quotable(error.description)}"')
+    if isinstance(error, InsufficientUserAuthentication) and error.max_age is not None:
+        parts.append(f"max_age={int(error.max_age)}")  # RFC 9470 section 3: a bare number
     return "Bearer " + ", ".join(parts)
 
 
@@ -95,6 +98,27 @@ class AuthHTTPException(HTTPException):
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
         """The JSON error body."""
         return json_body(self.auth_error.error, self.auth_error.description)
+
+    def get_response(  # type: ignore[override]
+        self, environ: Any = None, scope: Any = None
+    ) -> SansIOResponse:
+        """The complete answer; with an ``@auth.error_handler``, its body in place of ours
+        (the status and the headers stay as they are)."""
+        handler = _error_handler()
+        if handler is None:
+            default: SansIOResponse = super().get_response(environ, scope)
+            return default
+        body = handler(self.auth_error)
+        if isinstance(body, SansIOResponse):
+            response: SansIOResponse = body
+        else:
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n"
+            response = Response(text, mimetype="application/json")
+        response.status_code = self.code or 401
+        for name, value in self.get_headers(environ, scope):
+            if name != "Content-Type" or not isinstance(body, SansIOResponse):
+                response.headers[name] = value
+        return response
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         """JSON content type, the challenge, and no caching of an authentication answer."""
@@ -143,19 +167,14 @@ def register_json_errors(app: Flask) -> None:
             if name.lower() not in ("content-type", "content-length")
         ]
         if isinstance(exc, RateLimitExceeded):
-            # The whole window of the limit hit: an upper bound, never 0, never too soon.
-            kept.append(("Retry-After", str(max(1, exc.limit.limit.get_expiry()))))
+            return rate_limited(exc)
         if code == 429:  # an answer about this client's attempts: never cached
             kept.append(("Cache-Control", "no-store"))
         name = "rate_limited" if code == 429 else _code_name(exc)
         return json_error_response(code, name, exc.description or "", kept)
 
-    @app.errorhandler(StoreUnavailable)
-    @app.errorhandler(LimitsStorageError)
-    def _store_unavailable(exc: Exception) -> AuthHTTPException:
-        # Fail closed: no login without its rate limit, no token without its checks.
-        log.warning("refusing a request: %s", _describe(exc))
-        return AuthHTTPException(StateUnavailable())
+    app.register_error_handler(StoreUnavailable, store_unavailable)
+    app.register_error_handler(LimitsStorageError, store_unavailable)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
@@ -165,10 +184,37 @@ def register_json_errors(app: Flask) -> None:
         )
 
 
+def _error_handler() -> Callable[[AuthError], Any] | None:
+    """The current app's ``@auth.error_handler`` (the extension's state is looked up by
+    its key: this module sits below :mod:`jwtapi.extension`)."""
+    if not has_app_context():
+        return None
+    state = current_app.extensions.get("jwtapi")
+    handler: Callable[[AuthError], Any] | None = getattr(state, "error_handler", None)
+    return handler
+
+
 def _from_script(environ: Mapping[str, Any] | None) -> bool:
     """Whether the request says it comes from a page's script (``X-Requested-With``)."""
     value = environ.get(REQUESTED_WITH) if environ is not None else None
     return isinstance(value, str) and value.lower() == XML_HTTP_REQUEST
+
+
+def rate_limited(exc: RateLimitExceeded) -> Response:
+    """429 ``rate_limited`` for a login over its limit: ``Retry-After`` the limit's whole
+    window (an upper bound, never 0, never too soon), and never cached."""
+    headers = [
+        ("Retry-After", str(max(1, exc.limit.limit.get_expiry()))),
+        ("Cache-Control", "no-store"),
+    ]
+    return json_error_response(429, "rate_limited", exc.description or "", headers)
+
+
+def store_unavailable(exc: Exception) -> AuthHTTPException:
+    """503 for a database, Redis or counters outage. Fail closed: no login without its
+    rate limit, no token without its checks."""
+    log.warning("refusing a request: %s", _describe(exc))
+    return AuthHTTPException(StateUnavailable())
 
 
 def _describe(exc: Exception) -> str:

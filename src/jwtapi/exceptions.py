@@ -33,6 +33,11 @@ class AuthError(JWTAPIError):
         self.description = description or self.default_description
         super().__init__(self.description)
 
+    @property
+    def code(self) -> str:
+        """The ``error`` code of the answer (what ``@auth.error_handler`` reads)."""
+        return self.error
+
 
 class InvalidCredentials(AuthError):
     """HTTP Basic credentials are missing, malformed or wrong.
@@ -75,6 +80,18 @@ class InsufficientScope(AuthError):
     def __init__(self, scope: str, description: str | None = None) -> None:
         self.scope = scope
         super().__init__(description or f"this resource needs the scope {scope}")
+
+
+class InsufficientUserAuthentication(AuthError):
+    """A valid token whose login is not fresh or recent enough (RFC 9470 section 3):
+    ``token_required(fresh=True)`` or ``token_required(max_age=N)``."""
+
+    error = "insufficient_user_authentication"
+    default_description = "a more recent login with the password is required"
+
+    def __init__(self, description: str | None = None, max_age: int | None = None) -> None:
+        self.max_age = max_age
+        super().__init__(description)
 
 
 class CSRFRejected(AuthError):

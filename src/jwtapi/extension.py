@@ -13,11 +13,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, overload
 
-from flask import Flask, Request, Response, after_this_request, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, after_this_request, current_app, g, request
 from flask.globals import app_ctx
 from werkzeug.local import LocalProxy
 
@@ -30,18 +32,33 @@ from jwtapi.cookies import (
     read_cookies,
 )
 from jwtapi.errors import AuthHTTPException
-from jwtapi.exceptions import AuthError, InsufficientScope, MissingToken, StateUnavailable
+from jwtapi.exceptions import (
+    AuthError,
+    InsufficientScope,
+    InsufficientUserAuthentication,
+    InvalidToken,
+    MissingToken,
+    StateUnavailable,
+)
+from jwtapi.identity import Identity
 from jwtapi.keys import KeySet, load_keys
-from jwtapi.sessions import ensure_not_revoked
-from jwtapi.settings import PREFIX, Settings, load_settings
-from jwtapi.stores import RevocationStore, StoreUnavailable, open_revocations
-from jwtapi.tokens import ACCESS_TYPE, Token, TokenPair, TokenService
+from jwtapi.sessions import Revoker, Sessions, ensure_not_revoked
+from jwtapi.settings import PREFIX, Settings, parse_settings, read_environment, redact_url
+from jwtapi.stores import (
+    RevocationStore,
+    Stores,
+    StoreUnavailable,
+    open_revocations,
+    open_stores,
+)
+from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, Token, TokenPair, TokenService
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
 
 EXTENSION_KEY = "jwtapi"
 log = logging.getLogger("jwtapi")
 _G_KEY = "_jwtapi_token"
 _G_BY_COOKIE = "_jwtapi_by_cookie"
+_G_USER = "_jwtapi_user"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +72,24 @@ class AuthState:
     tokens: TokenService
     #: Checked on every protected request.
     revocations: RevocationStore
+    #: Login, refresh, logout; None for an app without jwtapi's database (verify-only).
+    sessions: Sessions | None = None
+    #: The extension, for the callbacks registered on it after ``init_app``.
+    extension: JWTAuth | None = None
+
+    @property
+    def error_handler(self) -> Callable[[AuthError], Any] | None:
+        """The app's ``@auth.error_handler``, if any."""
+        return self.extension.error_body if self.extension is not None else None
+
+    def require_sessions(self) -> Sessions:
+        """The sessions, or a clear error for an app that cannot issue tokens."""
+        if self.sessions is None or not self.tokens.can_issue:
+            raise RuntimeError(
+                "this app issues no tokens: it holds no signing key (JWTAPI_JWKS_URL, or "
+                "only JWTAPI_PUBLIC_KEY_FILE)"
+            )
+        return self.sessions
 
 
 class JWTAuth:
@@ -62,7 +97,13 @@ class JWTAuth:
 
     Configuration comes from ``JWTAPI_*`` keys of ``app.config``, over the environment and
     ``.env`` (see :mod:`jwtapi.settings`), unless a :class:`Settings` is given. Everything
-    is validated and every key parsed in :meth:`init_app`, once.
+    is validated and every key parsed in :meth:`init_app`, once. Without
+    ``JWTAPI_DATABASE``, jwtapi keeps its state (logins, revocations) in the app's
+    instance folder, ``<app.instance_path>/jwtapi.sqlite3``, never in the app's tables.
+
+    The whole lifecycle for an app's own users: register :meth:`verify_password` (and,
+    optionally, :meth:`load_identity`, :meth:`load_user`, :meth:`error_handler`), then
+    :attr:`blueprint` for ``POST /login``, ``/refresh`` and ``/logout``.
     """
 
     def __init__(
@@ -71,30 +112,130 @@ class JWTAuth:
         *,
         settings: Settings | None = None,
         revocations: RevocationStore | None = None,
+        stores: Stores | None = None,
     ) -> None:
         self._settings = settings
         self._revocations = revocations
+        self._stores = stores
+        self.password_verifier: Callable[[str, str], Identity | None] | None = None
+        self.identity_loader: Callable[[str], Identity | None] | None = None
+        self.user_loader: Callable[[Token], Any] | None = None
+        self.error_body: Callable[[AuthError], Any] | None = None
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, settings: Settings | None = None) -> None:
-        """Validate the configuration, parse the keys, open the revocation store, register.
+        """Validate the configuration, parse the keys, open the stores, register.
 
         Without a ``revocations`` store given to the constructor, the one of
         ``JWTAPI_REDIS_URL``, else of ``JWTAPI_DATABASE``, is opened: tokens revoked by a
-        jwtapi server sharing it are refused here too.
+        jwtapi server sharing it are refused here too. An app that can sign tokens also
+        opens jwtapi's database for its logins.
         """
-        settings = settings or self._settings or settings_from_config(app.config)
-        keys = load_keys(settings)
-        revocations = self._revocations or open_revocations(settings.database, settings.redis_url)
-        app.extensions[EXTENSION_KEY] = AuthState(
-            settings, keys, TokenService(settings, keys), revocations
+        settings = (
+            settings
+            or self._settings
+            or settings_from_config(app.config, instance_path=app.instance_path)
         )
+        keys = load_keys(settings)
+        tokens = TokenService(settings, keys)
+        stores = self._stores
+        if stores is None and keys.can_sign:
+            stores = open_stores(settings.database, settings.redis_url)
+        sessions: Sessions | None = None
+        if stores is not None:
+            revocations = self._revocations or stores.revocations
+            revoker = Revoker(stores.families, revocations, settings.leeway)
+            sessions = Sessions(tokens, revoker, _Callbacks(self))
+        else:
+            revocations = self._revocations or open_revocations(
+                settings.database, settings.redis_url
+            )
+        app.extensions[EXTENSION_KEY] = AuthState(
+            settings, keys, tokens, revocations, sessions, self
+        )
+        # An AuthError raised in the app's own views gets its RFC 6750 answer, not a 500.
+        app.register_error_handler(AuthError, AuthHTTPException)
+        if stores is not None or not settings.redis_url:
+            log.info("jwtapi keeps its logins and revocations in %s", redact_url(settings.database))
+
+    # Callbacks ----------------------------------------------------------------------------
+
+    def verify_password(
+        self, fn: Callable[[str, str], Identity | None]
+    ) -> Callable[[str, str], Identity | None]:
+        """Register ``fn(username, password) -> Identity | None``: the app's own password
+        check for ``POST /login``. None answers 401 ``invalid_credentials``, in the same
+        time as a success (see :mod:`jwtapi.timing`)."""
+        self.password_verifier = fn
+        return fn
+
+    def load_identity(
+        self, fn: Callable[[str], Identity | None]
+    ) -> Callable[[str], Identity | None]:
+        """Register ``fn(subject) -> Identity | None``, asked again at every refresh: the
+        scope and claims as they stand now. None answers 401 ``invalid_token`` and revokes
+        that login. Without it, a refresh carries the login's scope and claims over."""
+        self.identity_loader = fn
+        return fn
+
+    def load_user(self, fn: Callable[[Token], Any]) -> Callable[[Token], Any]:
+        """Register ``fn(token) -> user | None``: what :data:`current_user` is, loaded
+        once per request by ``token_required``. None answers 401 ``invalid_token``."""
+        self.user_loader = fn
+        return fn
+
+    def error_handler(self, fn: Callable[[AuthError], Any]) -> Callable[[AuthError], Any]:
+        """Register ``fn(error) -> dict | Response``: the body of every refusal (login and
+        refresh included). The status and ``WWW-Authenticate`` stay as they are."""
+        self.error_body = fn
+        return fn
+
+    # The lifecycle ------------------------------------------------------------------------
+
+    @property
+    def blueprint(self) -> Blueprint:
+        """``POST /login``, ``/refresh`` and ``/logout``, to register under any prefix
+        (after ``init_app``): the same views, answers and limits as the jwtapi service."""
+        from jwtapi.routes.auth import bp
+
+        return bp
+
+    @staticmethod
+    def revoke_user(subject: str) -> int:
+        """Revoke every token issued to ``subject`` until now (a password change, a
+        deletion), on every worker and instance; return how many logins it ended."""
+        return auth_state().require_sessions().revoker.revoke_user(subject)
 
     @staticmethod
     def issue_tokens(subject: str, scope: str = "") -> TokenPair:
         """Issue an access and refresh token for ``subject`` in the current app."""
         return auth_state().tokens.issue_pair(subject, scope)
+
+
+class _Callbacks:
+    """The app's callbacks as the sessions' :class:`~jwtapi.sessions.IdentitySource`."""
+
+    def __init__(self, auth: JWTAuth) -> None:
+        self.auth = auth
+
+    def verify_password(self, username: str, password: str) -> Identity | None:
+        verifier = self.auth.password_verifier
+        if verifier is None:
+            raise RuntimeError("POST /login needs @auth.verify_password to check passwords")
+        return _identity(verifier(username, password), "verify_password")
+
+    def load_identity(self, subject: str, login: Token) -> Identity | None:
+        loader = self.auth.identity_loader
+        if loader is None:
+            return Identity(login.sub, login.scope, login.custom_claims)
+        return _identity(loader(subject), "load_identity")
+
+
+def _identity(value: object, name: str) -> Identity | None:
+    if value is None or isinstance(value, Identity):
+        return value
+    raise TypeError(f"@auth.{name} must return an Identity or None, not {type(value).__name__}")
 
 
 def auth_state(app: Flask | None = None) -> AuthState:
@@ -108,17 +249,57 @@ def auth_state(app: Flask | None = None) -> AuthState:
 
 
 def verify_request(
-    scope: str | Sequence[str] | None = None, optional: bool = False
+    scope: str | Sequence[str] | None = None,
+    optional: bool = False,
+    *,
+    fresh: bool = False,
+    max_age: int | None = None,
 ) -> Token | None:
     """Authenticate the current request and return its access token.
 
     Raises an :class:`AuthHTTPException` on any failure. With ``optional`` a request
     without any token gives None, while a bad token is still refused.
     """
-    return _authenticate(request._get_current_object(), _scope_text(scope), optional)  # type: ignore[attr-defined]
+    return _authenticate(
+        request._get_current_object(),  # type: ignore[attr-defined]
+        _scope_text(scope),
+        optional,
+        _Freshness.of(fresh, max_age),
+    )
 
 
-def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
+@dataclass(frozen=True, slots=True)
+class _Freshness:
+    """What ``fresh=`` and ``max_age=`` ask of a token's login (RFC 9470)."""
+
+    fresh: bool
+    max_age: int | None
+
+    @staticmethod
+    def of(fresh: bool, max_age: int | None) -> _Freshness | None:
+        if max_age is not None and (isinstance(max_age, bool) or int(max_age) < 0):
+            raise ValueError("max_age must be a number of seconds, 0 or more")
+        if not fresh and max_age is None:
+            return None
+        return _Freshness(bool(fresh), None if max_age is None else int(max_age))
+
+    def check(self, token: Token) -> None:
+        if self.fresh and not token.fresh:
+            raise InsufficientUserAuthentication(
+                "this needs a token straight from a login with the password, not a refresh"
+            )
+        if self.max_age is not None:
+            auth_time = token.auth_time
+            if auth_time is None or time.time() - auth_time > self.max_age:
+                raise InsufficientUserAuthentication(
+                    f"this needs a login with the password in the last {self.max_age} seconds",
+                    max_age=self.max_age,
+                )
+
+
+def _authenticate(
+    req: Request, required: str, optional: bool, freshness: _Freshness | None = None
+) -> Token | None:
     """:func:`verify_request` for a request object already at hand (the hot path: every
     protected request runs it, so it reads the WSGI environ directly, and looks the app
     context up once, for both the app's state and ``g``)."""
@@ -156,15 +337,28 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
         except MissingToken:
             if optional:
                 context.g.pop(_G_KEY, None)
+                context.g.pop(_G_USER, None)
                 return None
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
         ensure_not_revoked(state.revocations, token)
-        if cookie_token is not None and req.method not in SAFE_METHODS:
-            assert cookies is not None
-            check_csrf(environ.get("HTTP_X_CSRF_TOKEN"), cookies.get(CSRF_COOKIE), token)
+        if cookie_token is not None:
+            token = replace(token, location="cookie")
+            if req.method not in SAFE_METHODS:
+                assert cookies is not None
+                check_csrf(environ.get("HTTP_X_CSRF_TOKEN"), cookies.get(CSRF_COOKIE), token)
+        elif raw is not header_token:
+            token = replace(token, location="query")
         if required and not token.has_scopes(required):
             raise InsufficientScope(required)
+        if freshness is not None:
+            freshness.check(token)
+        extension = state.extension
+        if extension is not None and extension.user_loader is not None:
+            user = extension.user_loader(token)
+            if user is None:
+                raise InvalidToken("unknown user")
+            setattr(context.g, _G_USER, user)
     except AuthError as error:
         raise AuthHTTPException(error) from None
     except StoreUnavailable as exc:
@@ -181,7 +375,13 @@ def _authenticate(req: Request, required: str, optional: bool) -> Token | None:
 def token_required(view: F, /) -> F: ...
 @overload
 def token_required(
-    view: None = None, /, *, scope: str | Sequence[str] | None = None, optional: bool = False
+    view: None = None,
+    /,
+    *,
+    scope: str | Sequence[str] | None = None,
+    optional: bool = False,
+    fresh: bool = False,
+    max_age: int | None = None,
 ) -> Callable[[F], F]: ...
 def token_required(
     view: F | None = None,
@@ -189,6 +389,8 @@ def token_required(
     *,
     scope: str | Sequence[str] | None = None,
     optional: bool = False,
+    fresh: bool = False,
+    max_age: int | None = None,
 ) -> F | Callable[[F], F]:
     """Guard a view with an access token: ``@token_required`` or ``@token_required(...)``.
 
@@ -196,6 +398,10 @@ def token_required(
         a valid token without them gets 403 ``insufficient_scope``.
     :param optional: let requests without a token through with :data:`current_token`
         empty; a token that is present must still be valid.
+    :param fresh: accept only an access token issued by a login with the password,
+        never by a refresh (step-up for a password change, say).
+    :param max_age: accept only a token whose login (``auth_time``) is at most this many
+        seconds old (RFC 9470). Either refusal is 401 ``insufficient_user_authentication``.
 
     A CORS preflight (``OPTIONS``) always reaches the view without a token.
     """
@@ -203,6 +409,7 @@ def token_required(
         raise TypeError("token_required takes its options as keywords: scope=..., optional=...")
 
     required = _scope_text(scope)
+    freshness = _Freshness.of(fresh, max_age)
 
     def decorate(fn: F) -> F:
         # Decided once: a plain function is called as it is, on every request.
@@ -212,7 +419,7 @@ def token_required(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             req = request._get_current_object()  # type: ignore[attr-defined]
             if req.method != "OPTIONS":
-                _authenticate(req, required, optional)
+                _authenticate(req, required, optional, freshness)
             if is_async:
                 return current_app.ensure_sync(fn)(*args, **kwargs)
             return fn(*args, **kwargs)
@@ -238,6 +445,55 @@ def get_current_token() -> Token | None:
 current_token: Token = LocalProxy(get_current_token)  # type: ignore[assignment]
 
 
+def get_current_user() -> Any:
+    """What ``@auth.load_user`` returned for the current request's token, or None."""
+    return g.get(_G_USER)
+
+
+#: What ``@auth.load_user`` returned for the current request's token, loaded once, by
+#: ``token_required`` (a proxy; empty when the route got no token).
+current_user: Any = LocalProxy(get_current_user)
+
+
+def create_access_token(
+    subject: str,
+    *,
+    scope: str = "",
+    claims: Mapping[str, Any] | None = None,
+    fresh: bool = False,
+    expires_in: int | None = None,
+) -> str:
+    """A signed access token for ``subject``, in the current app (tests, service-to-
+    service calls). It is verified, scoped and revoked like any other: it belongs to a
+    login of its own, which :meth:`JWTAuth.revoke_user` and a logout end.
+
+    :param claims: extra claims (registered names raise :class:`ValueError`).
+    :param fresh: mark it as if straight from a login (``token_required(fresh=True)``).
+    :param expires_in: seconds it lives (default ``JWTAPI_ACCESS_TOKEN_TTL``).
+    """
+    return (
+        auth_state()
+        .require_sessions()
+        .issue_access_token(subject, scope=scope, claims=claims, fresh=fresh, expires_in=expires_in)
+    )
+
+
+def decode_token(raw: str, *, token_type: str = "access") -> Token:  # noqa: S107
+    """Verify ``raw`` as the current app would on a request, revocation included, and
+    return it; raise an :class:`~jwtapi.exceptions.AuthError` (Flask-JWT-Extended's
+    ``decode_token``). ``token_type`` is ``"access"`` or ``"refresh"``."""
+    types = {"access": ACCESS_TYPE, "refresh": REFRESH_TYPE}
+    if token_type not in types:
+        raise ValueError("token_type must be 'access' or 'refresh'")
+    state = auth_state()
+    try:
+        token = state.tokens.verify(raw, types[token_type])
+        ensure_not_revoked(state.revocations, token)
+    except StoreUnavailable:
+        raise StateUnavailable() from None
+    return token
+
+
 def no_store_for_query_tokens(response: Response) -> Response:
     """Mark ``response`` ``no-store`` when its request carries a token in its URL.
 
@@ -257,6 +513,13 @@ def _scope_text(scope: str | Sequence[str] | None) -> str:
     return " ".join(s for item in scope for s in item.split())
 
 
-def settings_from_config(config: Mapping[str, Any]) -> Settings:
-    """:class:`Settings` from the ``JWTAPI_*`` keys of a Flask config over the environment."""
-    return load_settings({k: v for k, v in config.items() if k.startswith(PREFIX)})
+def settings_from_config(config: Mapping[str, Any], instance_path: str | None = None) -> Settings:
+    """:class:`Settings` from the ``JWTAPI_*`` keys of a Flask config over the environment.
+
+    With ``instance_path`` (a library app's), ``JWTAPI_DATABASE`` defaults to
+    ``jwtapi.sqlite3`` in it, Flask's place for such files, whatever the working directory.
+    """
+    values = read_environment({k: v for k, v in config.items() if k.startswith(PREFIX)})
+    if instance_path is not None and not values.get(f"{PREFIX}DATABASE"):
+        values[f"{PREFIX}DATABASE"] = os.path.join(instance_path, "jwtapi.sqlite3")
+    return parse_settings(values)

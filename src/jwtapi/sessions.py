@@ -6,12 +6,17 @@ retired one presented again as reuse: the whole family is revoked, the newest ac
 included (RFC 9700 section 4.14.2). Revoking a family writes ``sid:<sid>`` to the
 revocation store first, so its access tokens are refused from that moment, then marks the
 family so its refresh tokens never rotate again.
+
+Who may log in is not this module's business: an :class:`IdentitySource` says it, the
+app's own callbacks (``@auth.verify_password``, ``@auth.load_identity``) or the service's
+user table (:mod:`jwtapi.users`). Both go through this one code path.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from jwtapi.exceptions import (
     InvalidCredentials,
@@ -20,9 +25,28 @@ from jwtapi.exceptions import (
     MalformedToken,
     RevokedToken,
 )
-from jwtapi.passwords import Passwords
-from jwtapi.stores import FamilyStore, RevocationStore, Rotation, UserStore
-from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair, TokenService
+from jwtapi.identity import Identity, validate_claims
+from jwtapi.stores import FamilyStore, RevocationStore, Rotation
+from jwtapi.timing import UniformTiming
+from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, Token, TokenPair, TokenService, new_id
+
+
+class IdentitySource(Protocol):
+    """Who may log in: an app's own user store, or the service's user table."""
+
+    def verify_password(self, username: str, password: str) -> Identity | None:
+        """The identity of ``username`` when ``password`` is right, else None."""
+
+    def load_identity(self, subject: str, login: Token) -> Identity | None:
+        """The identity of ``subject`` now, at a refresh of the ``login`` (its refresh
+        token); None ends that login."""
+
+
+#: What an identity may carry for its login to be recorded only while it still holds:
+#: the service's user table sets the password hash it checked (see :mod:`jwtapi.users`).
+def _guard(identity: Identity) -> str | None:
+    value = getattr(identity, "password_hash", None)
+    return value if isinstance(value, str) else None
 
 
 class Revoker:
@@ -84,52 +108,60 @@ def ensure_not_revoked(revocations: RevocationStore, token: Token) -> None:
 
 
 class Sessions:
-    """Login, refresh and logout over the stores and the token service."""
+    """Login, refresh and logout over the stores, the token service and an identity source."""
 
     def __init__(
         self,
         tokens: TokenService,
-        users: UserStore,
         revoker: Revoker,
-        passwords: Passwords,
+        identities: IdentitySource,
+        timing: UniformTiming | None = None,
     ) -> None:
         self.tokens = tokens
-        self.users = users
         self.revoker = revoker
         self.families = revoker.families
-        self.passwords = passwords
+        self.identities = identities
+        self.timing = timing or UniformTiming()
 
     def login(self, username: str, password: str) -> TokenPair:
-        """Check the password (same cost for unknown users) and start a new family."""
-        user = self.users.get(username)
-        if not self.passwords.verify(user.password_hash if user else None, password):
+        """Check the password (a refusal takes as long as a success) and start a family."""
+        identity = self.timing.run(lambda: self.identities.verify_password(username, password))
+        if identity is None:
             raise InvalidCredentials()
-        assert user is not None  # verify(None, ...) is always False
-        password_hash = user.password_hash
-        if self.passwords.needs_rehash(password_hash):
-            upgraded = self.passwords.hash(password)
-            if self.users.upgrade_hash(user.name, password_hash, upgraded):
-                password_hash = upgraded
-        pair = self.tokens.issue_pair(user.name, user.scope)
-        # Recorded only if the password is still the one just checked: a login racing
-        # `jwtapi users passwd` or `remove` gets no token that outlives the change.
+        pair = self.tokens.issue_pair(
+            identity.subject, identity.scope, claims=identity.claims, fresh=True
+        )
+        # Recorded only if the password is still the one just checked (the service's user
+        # table): a login racing `jwtapi users passwd` or `remove` gets no token that
+        # outlives the change.
         if not self.families.start(
-            pair.family, user.name, password_hash, pair.refresh_jti, pair.access_exp,
-            pair.refresh_exp,
+            pair.family, identity.subject, _guard(identity), pair.refresh_jti,
+            pair.access_exp, pair.refresh_exp,
         ):  # fmt: skip
             raise InvalidCredentials()
         return pair
 
     def refresh(self, raw_token: str) -> TokenPair:
-        """Rotate a refresh token; on reuse revoke its whole family and refuse."""
+        """Rotate a refresh token; on reuse revoke its whole family and refuse.
+
+        The identity is asked again (``load_identity``): None ends the login. Without
+        one, the login's scope and claims are carried over as they were.
+        """
         token = self.tokens.verify(raw_token, REFRESH_TYPE)
         if token.sid is None:
             raise MalformedToken("malformed token: no sid claim")
         self.revoker.check(token)
-        user = self.users.get(token.sub)
-        if user is None:
-            raise RevokedToken()
-        pair = self.tokens.issue_pair(user.name, user.scope, family=token.sid)
+        identity = self.identities.load_identity(token.sub, token)
+        if identity is None:
+            self.revoker.revoke_families([token.sid])
+            raise RevokedToken("token revoked: the user is no longer known")
+        pair = self.tokens.issue_pair(
+            identity.subject,
+            identity.scope,
+            family=token.sid,
+            claims=identity.claims,
+            auth_time=token.auth_time if token.auth_time is not None else token.iat,
+        )
         outcome = self.families.rotate(
             token.sid, token.jti, pair.refresh_jti, pair.access_exp, pair.refresh_exp
         )
@@ -142,6 +174,33 @@ class Sessions:
             self.revoker.revoke_families([token.sid])
             raise RevokedToken()
         return pair
+
+    def issue_access_token(
+        self,
+        subject: str,
+        *,
+        scope: str = "",
+        claims: Mapping[str, Any] | None = None,
+        fresh: bool = False,
+        expires_in: int | None = None,
+    ) -> str:
+        """An access token outside any login, for tests and service-to-service calls.
+
+        It gets a family of its own, recorded, so :meth:`Revoker.revoke_user` and a
+        logout revoke it like any other.
+        """
+        identity = Identity(subject, scope, validate_claims(claims))
+        ttl = self.tokens.access_ttl if expires_in is None else int(expires_in)
+        if ttl <= 0:
+            raise ValueError("expires_in must be a positive number of seconds")
+        now = int(time.time())
+        family = new_id()
+        extra: dict[str, Any] = {**identity.claims, "scope": identity.scope, "auth_time": now}
+        if fresh:
+            extra["fresh"] = True
+        token = self.tokens.issue(ACCESS_TYPE, subject, family, now, extra, ttl=ttl)
+        self.families.start(family, subject, None, new_id(), now + ttl, now + ttl)
+        return token
 
     def end_login(self, token: Token) -> None:
         """Revoke every token of ``token``'s login (its family), and ``token`` itself."""

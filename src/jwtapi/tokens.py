@@ -1,9 +1,12 @@
 """Issuing and verifying tokens, with no Flask in sight.
 
 Access tokens follow RFC 9068 (header ``typ: at+jwt``; claims ``iss``, ``sub``, ``aud``
-when configured, ``iat``, ``nbf``, ``exp``, ``jti``, ``scope``). Refresh tokens have their
-own ``typ`` (:data:`REFRESH_TYPE`) so neither can stand in for the other. Every token of
-one login carries the same ``sid`` (the family, or session, id).
+when configured, ``iat``, ``nbf``, ``exp``, ``jti``, ``scope``), with ``auth_time`` (RFC
+9470: when the password was checked), ``fresh: true`` when a login (not a refresh) issued
+them, and the identity's own claims. Refresh tokens have their own ``typ``
+(:data:`REFRESH_TYPE`) so neither can stand in for the other; they carry the login's scope,
+``auth_time`` and claims, so a refresh can carry them over. Every token of one login
+carries the same ``sid`` (the family, or session, id).
 
 Verification follows RFC 8725: only the configured algorithm is accepted, whatever the
 token's header says; ``kid`` only selects among configured keys; ``jku``, ``x5u`` and
@@ -34,6 +37,7 @@ from jwtapi.exceptions import (
     WrongIssuer,
     WrongTokenType,
 )
+from jwtapi.identity import REGISTERED_CLAIMS
 from jwtapi.keys import KeySet, KeysUnavailable, VerificationKey
 from jwtapi.settings import Settings
 
@@ -63,6 +67,8 @@ class Token:
     revocation_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
     #: ``exp``, as a number read once (the verified-token cache checks it on every hit).
     expires_at: float = field(init=False, repr=False, compare=False)
+    #: Where the request carried it: ``"header"``, ``"query"`` or ``"cookie"``.
+    location: str = field(default="header", compare=False)
 
     def __post_init__(self) -> None:
         # A verified token has both; a Token built by hand (a test stub) may lack them.
@@ -110,6 +116,22 @@ class Token:
     def scopes(self) -> frozenset[str]:
         """The scope as a set of scope tokens."""
         return frozenset(self.scope.split())
+
+    @property
+    def auth_time(self) -> int | None:
+        """When the user's password was checked for this login (RFC 9470), if known."""
+        value = self.claims.get("auth_time")
+        return int(value) if isinstance(value, int | float) else None
+
+    @property
+    def fresh(self) -> bool:
+        """True for an access token a login issued (a refresh's never is)."""
+        return self.claims.get("fresh") is True
+
+    @property
+    def custom_claims(self) -> dict[str, Any]:
+        """The claims of the identity, without the ones jwtapi sets itself."""
+        return {k: v for k, v in self.claims.items() if k not in REGISTERED_CLAIMS}
 
     @property
     def type(self) -> str:
@@ -177,14 +199,32 @@ class TokenService:
     # Issuing ------------------------------------------------------------------------------
 
     def issue_pair(
-        self, subject: str, scope: str, family: str | None = None, now: int | None = None
+        self,
+        subject: str,
+        scope: str,
+        family: str | None = None,
+        now: int | None = None,
+        *,
+        claims: Mapping[str, Any] | None = None,
+        auth_time: int | None = None,
+        fresh: bool = False,
     ) -> TokenPair:
-        """Issue an access token and a refresh token of one family (new unless given)."""
+        """Issue an access token and a refresh token of one family (new unless given).
+
+        ``auth_time`` defaults to now (a login); ``fresh`` marks the access token of a
+        login. The refresh token carries the scope, ``auth_time`` and ``claims`` on.
+        """
         now = int(time.time()) if now is None else now
         family = family or new_id()
         refresh_jti = new_id()
-        access = self.issue(ACCESS_TYPE, subject, family, now, {"scope": scope})
-        refresh = self.issue(REFRESH_TYPE, subject, family, now, {"jti": refresh_jti})
+        carried = {
+            **(claims or {}),
+            "scope": scope,
+            "auth_time": now if auth_time is None else auth_time,
+        }
+        access_claims = {**carried, "fresh": True} if fresh else carried
+        access = self.issue(ACCESS_TYPE, subject, family, now, access_claims)
+        refresh = self.issue(REFRESH_TYPE, subject, family, now, {**carried, "jti": refresh_jti})
         return TokenPair(
             access_token=access,
             refresh_token=refresh,
@@ -203,11 +243,14 @@ class TokenService:
         family: str,
         now: int,
         extra_claims: Mapping[str, Any] | None = None,
+        ttl: int | None = None,
     ) -> str:
-        """Sign one token of ``token_type`` (:data:`ACCESS_TYPE` or :data:`REFRESH_TYPE`)."""
+        """Sign one token of ``token_type`` (:data:`ACCESS_TYPE` or :data:`REFRESH_TYPE`),
+        living ``ttl`` seconds (default: the configured lifetime of its type)."""
         if self._keys.signing_key is None:
             raise RuntimeError("this server holds no signing key (verify-only)")
-        ttl = self.access_ttl if token_type == ACCESS_TYPE else self.refresh_ttl
+        if ttl is None:
+            ttl = self.access_ttl if token_type == ACCESS_TYPE else self.refresh_ttl
         claims: dict[str, Any] = {"iss": self._issuer, "sub": subject}
         if self._audience:
             claims["aud"] = self._audience
@@ -353,6 +396,11 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
     for name in ("scope", "sid"):
         if not isinstance(claims.get(name, ""), str):
             raise MalformedToken(f"malformed token: {name} must be a string")
+    auth_time = claims.get("auth_time", 0)
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+        raise MalformedToken("malformed token: auth_time must be a number")
+    if not isinstance(claims.get("fresh", False), bool):
+        raise MalformedToken("malformed token: fresh must be a boolean")
 
 
 def new_id() -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Blueprint, Flask, current_app
 
-from jwtapi.sessions import Sessions
 from jwtapi.stores import Stores, UserStore
 
 SERVICE_KEY = "jwtapi.service"
@@ -14,10 +13,9 @@ SERVICE_KEY = "jwtapi.service"
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """What the service's routes need beyond :class:`~jwtapi.extension.AuthState`."""
+    """What the service's own routes need beyond :class:`~jwtapi.extension.AuthState`."""
 
     stores: Stores
-    sessions: Sessions
 
     @property
     def users(self) -> UserStore:
@@ -31,14 +29,13 @@ def service() -> Service:
     return svc
 
 
-def register_routes(app: Flask, svc: Service, can_issue: bool) -> None:
-    """Attach the service and its blueprints; a verify-only server has no ``/login``."""
-    from jwtapi.routes import auth, meta, page, protected
+def register_routes(app: Flask, svc: Service, lifecycle: Blueprint) -> None:
+    """Attach the service and its blueprints: the library's ``lifecycle`` blueprint
+    (``/login``, ``/refresh``, ``/logout``) at the root, and the service's own."""
+    from jwtapi.routes import meta, page, protected
 
     app.extensions[SERVICE_KEY] = svc
-    if can_issue:
-        app.register_blueprint(auth.issuing)
-    app.register_blueprint(auth.bp)
+    app.register_blueprint(lifecycle)
     app.register_blueprint(protected.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(page.bp)

@@ -1,11 +1,21 @@
-"""``/login``, ``/refresh`` and ``/logout``: the token lifecycle over HTTP."""
+"""``/login``, ``/refresh`` and ``/logout``: the token lifecycle over HTTP.
+
+One blueprint, :data:`bp`, for the jwtapi service (at the root) and for any app with its
+own users (``app.register_blueprint(auth.blueprint, url_prefix="/auth")``): the same views
+over the app's :class:`~jwtapi.sessions.Sessions`, the same answers, the same login rate
+limits (put on the login view of each app the blueprint is registered on).
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from flask_limiter import RateLimitExceeded
+from limits.errors import StorageError as LimitsStorageError
+from werkzeug.exceptions import NotFound
 
 from jwtapi.cookies import (
     CSRF_COOKIE,
@@ -16,10 +26,12 @@ from jwtapi.cookies import (
     read_cookies,
     set_token_cookies,
 )
-from jwtapi.errors import AuthHTTPException, abort_auth
+from jwtapi.errors import AuthHTTPException, abort_auth, rate_limited, store_unavailable
 from jwtapi.exceptions import AuthError, InvalidRequest, InvalidToken
 from jwtapi.extension import auth_state, authenticated_by_cookie, verify_request
-from jwtapi.routes import service
+from jwtapi.ratelimit import limit_login
+from jwtapi.sessions import Sessions
+from jwtapi.stores import StoreUnavailable
 from jwtapi.tokens import REFRESH_TYPE, TokenPair
 from jwtapi.transport import (
     QUERY_PARAMETERS,
@@ -28,12 +40,19 @@ from jwtapi.transport import (
     parse_basic,
 )
 
-#: Routes that issue tokens: not served by a verify-only server.
-issuing = Blueprint("issuing", __name__)
-bp = Blueprint("auth", __name__)
+bp = Blueprint("jwtapi", __name__)
 
 
-@issuing.post("/login")
+def _sessions(issuing: bool = True) -> Sessions:
+    """The app's sessions; 404 where there are none (a verify-only app: no signing key,
+    so no ``/login`` or ``/refresh``; no jwtapi database, so no ``/logout`` either)."""
+    state = auth_state()
+    if state.sessions is None or (issuing and not state.tokens.can_issue):
+        raise NotFound()
+    return state.sessions
+
+
+@bp.post("/login")
 def login() -> Response:
     """Exchange HTTP Basic credentials for an access token and a refresh token.
 
@@ -44,7 +63,7 @@ def login() -> Response:
     """
     try:
         username, password = parse_basic(request.headers.get("Authorization"))
-        pair = service().sessions.login(username, password)
+        pair = _sessions().login(username, password)
     except AuthError as error:
         raise abort_auth(error) from None
     # A login another site made the browser send (with credentials the browser cached)
@@ -53,7 +72,7 @@ def login() -> Response:
     return token_response(pair, cookies=not cross_site)
 
 
-@issuing.post("/refresh")
+@bp.post("/refresh")
 def refresh() -> Response:
     """Rotate a refresh token into a new token pair.
 
@@ -62,7 +81,7 @@ def refresh() -> Response:
     rotates, and the new refresh token goes into its cookie only, never into a body a
     script could read (RFC 6749 section 5.1 makes ``refresh_token`` optional).
     """
-    sessions = service().sessions
+    sessions = _sessions()
     by_cookie = False
     try:
         authorization = request.headers.get("Authorization")
@@ -98,7 +117,7 @@ def logout() -> Response:
     assert access is not None
     try:
         raw_refresh = _refresh_token_from_body()
-        service().sessions.logout(access, raw_refresh)
+        _sessions(issuing=False).logout(access, raw_refresh)
     except AuthError as error:
         raise abort_auth(error) from None
     return _logged_out(clear_cookies=authenticated_by_cookie())
@@ -114,7 +133,7 @@ def _logout_by_refresh_cookie(refused: AuthHTTPException) -> Response:
     )
     if not raw or explicit:
         raise refused
-    sessions = service().sessions
+    sessions = _sessions(issuing=False)
     try:
         refresh = sessions.tokens.verify(raw, REFRESH_TYPE)
     except InvalidToken:
@@ -171,3 +190,22 @@ def token_response(pair: TokenPair, refresh_in_body: bool = True, cookies: bool 
     if settings.cookie_tokens and cookies:
         set_token_cookies(response, pair, settings.refresh_token_ttl)
     return response
+
+
+def _limit_logins(state: BlueprintSetupState) -> None:
+    """``JWTAPI_LOGIN_RATE_LIMIT`` on this registration's login view (it needs the app's
+    ``JWTAuth`` first: register the blueprint after ``init_app``)."""
+    app = state.app
+    assert isinstance(app, Flask)
+    auth = auth_state(app)
+    if auth.tokens.can_issue:
+        limit_login(app, auth.settings, f"{state.name}.login")
+
+
+# After the routes: deferred functions run in order, and the login view must be there.
+bp.record(_limit_logins)
+# Refusals of the limiter and of the stores, answered as the service answers them, in
+# whatever app the blueprint serves.
+bp.register_error_handler(RateLimitExceeded, rate_limited)
+bp.register_error_handler(StoreUnavailable, store_unavailable)
+bp.register_error_handler(LimitsStorageError, store_unavailable)

@@ -118,15 +118,17 @@ class FamilyStore(Protocol):
         self,
         sid: str,
         subject: str,
-        password_hash: str,
+        password_hash: str | None,
         refresh_jti: str,
         access_exp: int,
         expires_at: int,
     ) -> bool:
-        """Record a new login's family, only if ``subject`` still has ``password_hash``.
+        """Record a new login's family; with a ``password_hash``, only if ``subject`` (a
+        user of the store's own table) still has it.
 
         Returns False (and records nothing) when the password changed or the user was
-        removed since it was checked, so no token outlives that change.
+        removed since it was checked, so no token outlives that change. Without one (an
+        app's own users, kept in its own tables) the family is recorded as it comes.
         """
 
     def rotate(

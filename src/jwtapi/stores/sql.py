@@ -193,24 +193,27 @@ class SQLFamilyStore:
         self,
         sid: str,
         subject: str,
-        password_hash: str,
+        password_hash: str | None,
         refresh_jti: str,
         access_exp: int,
         expires_at: int,
     ) -> bool:
-        """Record a new family, only if ``subject`` still has ``password_hash``.
+        """Record a new family; with a ``password_hash`` (the service's own users), only
+        if ``subject`` still has it.
 
         The user's row stays locked until commit (SQLite's write lock, PostgreSQL's
-        ``FOR SHARE``): a password change waits for this family, then revokes it.
+        ``FOR SHARE``): a password change waits for this family, then revokes it. An
+        app's own users live in its own tables: their families are recorded as they come.
         """
         purge_batch(self.db, "families", "sid", now())
         with self.db.transaction() as db:
-            user = db.execute(
-                f"SELECT password_hash FROM users WHERE name = ?{self.db.lock_rows}",  # noqa: S608
-                (subject,),
-            ).fetchone()
-            if user is None or user[0] != password_hash:
-                return False
+            if password_hash is not None:
+                user = db.execute(
+                    f"SELECT password_hash FROM users WHERE name = ?{self.db.lock_rows}",  # noqa: S608
+                    (subject,),
+                ).fetchone()
+                if user is None or user[0] != password_hash:
+                    return False
             db.execute(
                 f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0)",  # noqa: S608
                 (sid, subject, refresh_jti, access_exp, expires_at),
