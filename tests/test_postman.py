@@ -84,6 +84,8 @@ def run_make_postman(
 ) -> subprocess.CompletedProcess[str]:
     """``make postman`` in this checkout, as the README says to run it (node_modules is
     ``make test``'s own: never remade here)."""
+    # Not a sub-make of a `make test` that runs this: its flags and level stay out.
+    env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     return subprocess.run(
         [MAKE, "--no-print-directory", "-C", str(ROOT), "-o", "node_modules/.installed",
          "postman", *variables],

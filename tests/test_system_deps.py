@@ -76,7 +76,9 @@ def bare(tmp_path: Path) -> dict[str, str]:
 def run_make(
     env: dict[str, str], *arguments: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """``make`` in this checkout, with ``env`` and no input."""
+    """``make`` in this checkout, with ``env`` and no input (not as a sub-make of a
+    ``make test`` that runs this: its flags and level stay out)."""
+    env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     return subprocess.run(
         [*MAKE_ARGS, *arguments, f"PYTHON={sys.executable}"],
         env=env,
