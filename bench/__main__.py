@@ -95,6 +95,8 @@ def in_process_rows(quick: bool) -> list[Row]:
         "jwtapi ES256": 1.5,
         "jwtapi EdDSA": 1.5,
         "jwtapi HS256, cache off": 2.0,
+        # The decorator's target plus one user lookup of the app's (here a dict).
+        "jwtapi HS256, load_user": 1.45,
     }
     rows = []
     for name, us in results.items():

@@ -27,7 +27,7 @@ from typing import Any
 import jwt
 from flask import Flask
 
-from jwtapi import JWTAuth, token_required
+from jwtapi import JWTAuth, current_user, token_required
 from jwtapi.extension import EXTENSION_KEY
 from jwtapi.keys import generate_private_key, load_keys, write_key_pair
 from jwtapi.settings import parse_settings
@@ -107,11 +107,13 @@ def jwtapi_route(
     redis_url: str | None = None,
     cache_size: int | None = None,
     revoked: int = 0,
+    load_user: bool = False,
 ) -> Request:
     """A route behind ``@token_required``, with every claim check and the revocation check.
 
     ``cache_size=0`` switches the verified-token cache off; ``revoked`` puts that many
-    revocations in the store first.
+    revocations in the store first; ``load_user`` registers an ``@auth.load_user`` (a
+    dictionary lookup, as an app's cache of users would be) and answers ``current_user``.
     """
     values: dict[str, Any] = {
         "JWTAPI_ALGORITHM": algorithm,
@@ -132,8 +134,11 @@ def jwtapi_route(
         for start in range(0, revoked, batch):
             entries = [(f"jti:revoked-{n}", expires) for n in range(start, start + batch)]
             revocations.revoke(entries[: revoked - start])
-    app = Flask(f"jwtapi-{algorithm}-{revoked}-{cache_size}")
-    JWTAuth(app, settings=settings, revocations=revocations)
+    app = Flask(f"jwtapi-{algorithm}-{revoked}-{cache_size}-{load_user}")
+    auth = JWTAuth(app, settings=settings, revocations=revocations)
+    if load_user:
+        users = {"bench": {"name": "bench"}}
+        auth.load_user(lambda token: users.get(token.sub))
     if cache_size is not None:
         state = app.extensions[EXTENSION_KEY]
         tokens = TokenService(settings, state.keys, cache_size=cache_size)
@@ -142,7 +147,7 @@ def jwtapi_route(
     @app.get("/r")
     @token_required
     def r() -> dict[str, Any]:
-        return {"sub": "bench"}
+        return {"sub": current_user["name"] if load_user else "bench"}
 
     with app.app_context():
         token = JWTAuth.issue_tokens("bench", "read").access_token
@@ -221,6 +226,7 @@ def variants(
             "jwtapi ES256": jwtapi_route(workdir, "ES256"),
             "jwtapi EdDSA": jwtapi_route(workdir, "EdDSA"),
             "jwtapi HS256, cache off": jwtapi_route(workdir / "nocache", "HS256", cache_size=0),
+            "jwtapi HS256, load_user": jwtapi_route(workdir / "user", "HS256", load_user=True),
             "Flask-JWT-Extended HS256": flask_jwt_extended_route(),
             "jwt.decode alone": raw_decode(),
             "jwt.decode alone, jwtapi's token": raw_decode_of_our_token(workdir),

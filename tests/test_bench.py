@@ -24,6 +24,7 @@ EXPECTED = [
     "jwtapi ES256",
     "jwtapi EdDSA",
     "jwtapi HS256, cache off",
+    "jwtapi HS256, load_user",
     "Flask-JWT-Extended HS256",
     "jwt.decode alone",
     "jwt.decode alone, jwtapi's token",

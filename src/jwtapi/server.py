@@ -8,12 +8,10 @@ server at once with one line, and workers start with nothing left to parse.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 from flask import Flask
 from gunicorn import util as gunicorn_util
@@ -21,34 +19,11 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from jwtapi.errors import json_body
+from jwtapi.logging import format_redacted as _format
+from jwtapi.logging import redact
 from jwtapi.settings import Settings
 
-#: Query parameters whose values never reach a log (names compared after decoding).
-SECRET_PARAMETERS = frozenset(
-    {"token", "access_token", "refresh_token", "password", "client_secret"}
-)
-_PARAMETER = re.compile(r"(^|[?&;])([^=&;#\s\"]*)=([^&;#\s\"]*)")
-#: A JWS compact token: its header is base64url JSON, so it always starts with "eyJ".
-_JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
-#: Credentials of an Authorization value quoted in a log line (gunicorn quotes a broken
-#: header line whole): Basic's base64 is a password.
-_CREDENTIALS = re.compile(r"\b(basic|bearer|digest)\s+[^\s'\"]+", re.IGNORECASE)
 ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms worker=%(p)s'
-
-
-def redact(text: str) -> str:
-    """``text`` without secrets: values of secret parameters, and anything shaped like a JWT.
-
-    Parameter names are percent-decoded first, so ``?%74oken=...`` is caught too.
-    """
-
-    def parameter(match: re.Match[str]) -> str:
-        if unquote_plus(match.group(2)).lower() in SECRET_PARAMETERS:
-            return f"{match.group(1)}{match.group(2)}=[redacted]"
-        return match.group(0)
-
-    text = _CREDENTIALS.sub(r"\1 [redacted]", text)
-    return _JWT_SHAPE.sub("[redacted]", _PARAMETER.sub(parameter, text))
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]
@@ -89,14 +64,6 @@ class RedactingLogger(Logger):  # type: ignore[misc]
     def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
         """Log a redacted message with the current exception."""
         super().exception("%s", _format(msg, args), **kwargs)
-
-
-def _format(msg: Any, args: tuple[Any, ...]) -> str:
-    try:
-        text = str(msg) % args if args else str(msg)
-    except (TypeError, ValueError):
-        text = " ".join([str(msg), *map(str, args)])
-    return redact(text)
 
 
 @dataclass(frozen=True, slots=True)
