@@ -137,7 +137,7 @@ def test_field_names_a_server_that_does_not_answer(tmp_path: Path) -> None:
 
 
 def test_the_library_example_runs_with_a_secret_made_as_it_says(tmp_path: Path) -> None:
-    (example,) = blocks(section("As a library"), "python")
+    example = blocks(section("As a library"), "python")[0]
     (command,) = re.findall(r"#\s+(python3 -c '.*')\n", example)
     made = subprocess.run(
         ["bash", "-c", command.replace("python3", sys.executable, 1)],
