@@ -23,8 +23,8 @@ test-deps:
 	@$(PYTHON) tests/system_deps.py
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy --strict src
 
 format: $(VENV)/.installed-dev

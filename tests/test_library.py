@@ -254,3 +254,29 @@ def test_cookie_tokens_in_a_library_app_guard_every_unsafe_method() -> None:
     for method in ("PUT", "PATCH", "DELETE"):
         ok = client.open("/orders/1", method=method, headers={"X-CSRF-Token": csrf})
         assert ok.status_code == 200, method
+
+
+def test_issue_tokens_starts_a_login_that_refreshes_and_is_revoked_with_its_user() -> None:
+    """issue_tokens records its login: its refresh token rotates at the blueprint's
+    /refresh, and revoke_user ends it like any login (a password change must)."""
+    app, auth = make_app()
+    app.register_blueprint(auth.blueprint, url_prefix="/auth")
+    client = app.test_client()
+    with app.app_context():
+        pair = JWTAuth.issue_tokens("ann", "read", claims={"tenant": "acme"})
+    refreshed = client.post(
+        "/auth/refresh", headers={"Authorization": f"Bearer {pair.refresh_token}"}
+    )
+    assert refreshed.status_code == 200, refreshed.json
+    body = refreshed.json
+    assert body is not None
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert (claims["scope"], claims["tenant"]) == ("read", "acme")
+    assert "fresh" not in claims
+    access = body["access_token"]
+    assert client.get("/orders", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+    with app.app_context():
+        assert auth.revoke_user("ann") == 1
+    refused = client.get("/orders", headers={"Authorization": f"Bearer {access}"})
+    assert refused.status_code == 401
+    assert refused.json == {"error": "invalid_token", "error_description": "token revoked"}

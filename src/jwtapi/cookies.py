@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Response
@@ -82,24 +82,31 @@ def check_csrf(header: str | None, cookie: str | None, token: Token) -> None:
         raise CSRFRejected(f"the {CSRF_HEADER} header does not match this login")
 
 
-def set_token_cookies(response: Response, pair: TokenPair, refresh_ttl: int) -> None:
+def set_token_cookies(
+    response: Response,
+    pair: TokenPair,
+    refresh_ttl: int,
+    refresh_paths: Sequence[str] = REFRESH_PATHS,
+) -> None:
     """Set the access, refresh and CSRF cookies of ``pair`` on ``response``.
 
     Each cookie lives as long as its token (``refresh_ttl`` is the refresh token's
-    lifetime); the CSRF cookie as long as the refresh token.
+    lifetime); the CSRF cookie as long as the refresh token. The refresh cookie is sent
+    to ``refresh_paths`` only: where the refresh and logout routes are (the blueprint's,
+    under its prefix).
     """
     _set(response, ACCESS_COOKIE, pair.access_token, pair.expires_in, "/")
-    for path in REFRESH_PATHS:
+    for path in refresh_paths:
         _set(response, REFRESH_COOKIE, pair.refresh_token, refresh_ttl, path)
     csrf = csrf_token_for_family(pair.family)
     _set(response, CSRF_COOKIE, csrf, refresh_ttl, "/", httponly=False)
 
 
-def clear_token_cookies(response: Response) -> None:
+def clear_token_cookies(response: Response, refresh_paths: Sequence[str] = REFRESH_PATHS) -> None:
     """Make the browser forget every cookie :func:`set_token_cookies` set (logout)."""
     for name, path, httponly in (
         (ACCESS_COOKIE, "/", True),
-        *((REFRESH_COOKIE, path, True) for path in REFRESH_PATHS),
+        *((REFRESH_COOKIE, path, True) for path in refresh_paths),
         (CSRF_COOKIE, "/", False),
     ):
         response.delete_cookie(name, path=path, secure=True, httponly=httponly, samesite="Lax")

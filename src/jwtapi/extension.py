@@ -156,8 +156,7 @@ class JWTAuth:
         )
         # An AuthError raised in the app's own views gets its RFC 6750 answer, not a 500.
         app.register_error_handler(AuthError, AuthHTTPException)
-        if stores is not None or not settings.redis_url:
-            log.info("jwtapi keeps its logins and revocations in %s", redact_url(settings.database))
+        log.info("jwtapi keeps its state in %s", _where_state_is(settings, stores is not None))
 
     # Callbacks ----------------------------------------------------------------------------
 
@@ -208,9 +207,23 @@ class JWTAuth:
         return auth_state().require_sessions().revoker.revoke_user(subject)
 
     @staticmethod
-    def issue_tokens(subject: str, scope: str = "") -> TokenPair:
-        """Issue an access and refresh token for ``subject`` in the current app."""
-        return auth_state().tokens.issue_pair(subject, scope)
+    def issue_tokens(
+        subject: str, scope: str = "", claims: Mapping[str, Any] | None = None
+    ) -> TokenPair:
+        """Start a login for ``subject`` in the current app, without a password: an access
+        and a refresh token whose family is recorded, so they refresh, log out and are
+        revoked by :meth:`revoke_user` like a login's."""
+        identity = Identity(subject, scope, claims or {})
+        return auth_state().require_sessions().start(identity)
+
+
+def _where_state_is(settings: Settings, database_open: bool) -> str:
+    """Where an app's logins and revocations live, for the start-up log (no password)."""
+    database = redact_url(settings.database)
+    if settings.redis_url:
+        redis = f"{redact_url(settings.redis_url)} (revocations)"
+        return f"{database} (logins) and {redis}" if database_open else redis
+    return f"{database} (logins and revocations)" if database_open else f"{database} (revocations)"
 
 
 class _Callbacks:

@@ -128,8 +128,13 @@ class Sessions:
         identity = self.timing.run(lambda: self.identities.verify_password(username, password))
         if identity is None:
             raise InvalidCredentials()
+        return self.start(identity, fresh=True)
+
+    def start(self, identity: Identity, fresh: bool = False) -> TokenPair:
+        """A new login (a token family, recorded) for ``identity``, whose password was
+        checked (``fresh``), or which the app vouches for itself (``issue_tokens``)."""
         pair = self.tokens.issue_pair(
-            identity.subject, identity.scope, claims=identity.claims, fresh=True
+            identity.subject, identity.scope, claims=identity.claims, fresh=fresh
         )
         # Recorded only if the password is still the one just checked (the service's user
         # table): a login racing `jwtapi users passwd` or `remove` gets no token that

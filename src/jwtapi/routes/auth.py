@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request, url_for
 from flask.blueprints import BlueprintSetupState
 from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError as LimitsStorageError
@@ -61,9 +61,10 @@ def login() -> Response:
     after the same work (a dummy argon2 verification); a hash with outdated parameters is
     upgraded on success.
     """
+    sessions = _sessions()
     try:
         username, password = parse_basic(request.headers.get("Authorization"))
-        pair = _sessions().login(username, password)
+        pair = sessions.login(username, password)
     except AuthError as error:
         raise abort_auth(error) from None
     # A login another site made the browser send (with credentials the browser cached)
@@ -154,7 +155,7 @@ def _logged_out(clear_cookies: bool) -> Response:
     response = Response(status=204)
     del response.headers["Content-Type"]
     if clear_cookies:
-        clear_token_cookies(response)
+        clear_token_cookies(response, _refresh_paths())
     return response
 
 
@@ -188,8 +189,15 @@ def token_response(pair: TokenPair, refresh_in_body: bool = True, cookies: bool 
     response.headers["Pragma"] = "no-cache"
     settings = auth_state().settings
     if settings.cookie_tokens and cookies:
-        set_token_cookies(response, pair, settings.refresh_token_ttl)
+        set_token_cookies(response, pair, settings.refresh_token_ttl, _refresh_paths())
     return response
+
+
+def _refresh_paths() -> tuple[str, str]:
+    """Where this blueprint's ``/refresh`` and ``/logout`` are, under its prefix (and the
+    app's script root): the only paths the refresh cookie is sent to."""
+    name = request.blueprint or bp.name
+    return url_for(f"{name}.refresh"), url_for(f"{name}.logout")
 
 
 def _limit_logins(state: BlueprintSetupState) -> None:
