@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Flask, Response, current_app, has_app_context
 from flask_limiter import RateLimitExceeded
@@ -99,6 +99,16 @@ class AuthHTTPException(HTTPException):
         """The JSON error body."""
         return json_body(self.auth_error.error, self.auth_error.description)
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """The JSON body as a dict (the ``@auth.error_handler``'s when it gives one):
+        Flask-RESTX builds its error answers from an exception's ``data``."""
+        handler = _error_handler()
+        body = handler(self.auth_error) if handler is not None else None
+        if isinstance(body, dict):
+            return body
+        return {"error": self.auth_error.error, "error_description": self.auth_error.description}
+
     def get_response(  # type: ignore[override]
         self, environ: Any = None, scope: Any = None
     ) -> SansIOResponse:
@@ -133,6 +143,19 @@ class AuthHTTPException(HTTPException):
         if isinstance(self.auth_error, TemporarilyUnavailable):
             headers.append(("Retry-After", RETRY_AFTER))
         return headers
+
+
+def restx_error_handler(error: AuthError) -> NoReturn:
+    """Register on a Flask-RESTX ``Api`` for an :class:`AuthError` raised in a resource::
+
+        api.errorhandler(AuthError)(restx_error_handler)
+
+    RESTX answers its resources' exceptions itself, before the app's handlers, and would
+    make a 500 of an exception it does not know. This hands the error back as the
+    complete refusal it is: RESTX then falls back on the app's handlers ("the router will
+    fall back onto the original handler"), which ``JWTAuth`` registered.
+    """
+    raise AuthHTTPException(error)
 
 
 def abort_auth(error: AuthError) -> AuthHTTPException:

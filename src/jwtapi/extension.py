@@ -154,8 +154,11 @@ class JWTAuth:
         app.extensions[EXTENSION_KEY] = AuthState(
             settings, keys, tokens, revocations, sessions, self
         )
-        # An AuthError raised in the app's own views gets its RFC 6750 answer, not a 500.
+        # An AuthError raised in the app's own views gets its RFC 6750 answer, not a 500;
+        # and a refusal stays the complete answer it is even where another extension
+        # (Flask-Smorest) handles every HTTPException: the more specific handler wins.
         app.register_error_handler(AuthError, AuthHTTPException)
+        app.register_error_handler(AuthHTTPException, _complete_answer)
         log.info("jwtapi keeps its state in %s", _where_state_is(settings, stores is not None))
 
     # Callbacks ----------------------------------------------------------------------------
@@ -215,6 +218,11 @@ class JWTAuth:
         revoked by :meth:`revoke_user` like a login's."""
         identity = Identity(subject, scope, claims or {})
         return auth_state().require_sessions().start(identity)
+
+
+def _complete_answer(refusal: AuthHTTPException) -> AuthHTTPException:
+    """A refusal answers as it is (JSON body, challenge), whoever else handles errors."""
+    return refusal
 
 
 def _where_state_is(settings: Settings, database_open: bool) -> str:
