@@ -586,6 +586,25 @@ def test_login_rate_limit_is_counted_across_both_workers(tmp_path: Path) -> None
         server.stop()
 
 
+def test_error_handler_shapes_the_429_too_and_retry_after_stays(tmp_path: Path) -> None:
+    server = make_app_server(
+        tmp_path, JWTAPI_LOGIN_RATE_LIMIT="1/minute", OWN_USERS_ERROR_HANDLER="1"
+    ).start()
+    try:
+        assert server.try_login("alice", PASSWORDS["alice"]).status_code == 200
+        limited = server.try_login("alice", PASSWORDS["alice"])
+        assert limited.status_code == 429, shown(limited)
+        assert limited.json() == {
+            "message": "too many login attempts for this username",
+            "code": "rate_limited",
+        }
+        assert limited.headers["Retry-After"] == "60"
+        assert limited.headers["Cache-Control"] == "no-store"
+        assert "WWW-Authenticate" not in limited.headers
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def cookie_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """The app with ``JWTAPI_COOKIE_TOKENS=true``."""

@@ -33,6 +33,7 @@ from jwtapi.exceptions import (
     InsufficientUserAuthentication,
     InvalidCredentials,
     MissingToken,
+    RateLimited,
     StateUnavailable,
     TemporarilyUnavailable,
 )
@@ -69,7 +70,7 @@ def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str
     carries ``X-Requested-With: XMLHttpRequest`` (any case) is challenged with
     :data:`FORM_CHALLENGE`, every other one with :data:`BASIC_CHALLENGE`.
     """
-    if isinstance(error, TemporarilyUnavailable | CSRFRejected):
+    if isinstance(error, TemporarilyUnavailable | CSRFRejected | RateLimited):
         return None
     if isinstance(error, InvalidCredentials):
         return FORM_CHALLENGE if _from_script(environ) else BASIC_CHALLENGE
@@ -142,6 +143,8 @@ class AuthHTTPException(HTTPException):
             headers.append(("WWW-Authenticate", value))
         if isinstance(self.auth_error, TemporarilyUnavailable):
             headers.append(("Retry-After", RETRY_AFTER))
+        if isinstance(self.auth_error, RateLimited):
+            headers.append(("Retry-After", str(self.auth_error.retry_after)))
         return headers
 
 
@@ -223,14 +226,12 @@ def _from_script(environ: Mapping[str, Any] | None) -> bool:
     return isinstance(value, str) and value.lower() == XML_HTTP_REQUEST
 
 
-def rate_limited(exc: RateLimitExceeded) -> Response:
+def rate_limited(exc: RateLimitExceeded) -> AuthHTTPException:
     """429 ``rate_limited`` for a login over its limit: ``Retry-After`` the limit's whole
-    window (an upper bound, never 0, never too soon), and never cached."""
-    headers = [
-        ("Retry-After", str(max(1, exc.limit.limit.get_expiry()))),
-        ("Cache-Control", "no-store"),
-    ]
-    return json_error_response(429, "rate_limited", exc.description or "", headers)
+    window (an upper bound, never 0, never too soon), and never cached; its body is the
+    ``@auth.error_handler``'s when there is one, as for every refusal."""
+    window = exc.limit.limit.get_expiry()
+    return AuthHTTPException(RateLimited(exc.description or None, retry_after=window))
 
 
 def store_unavailable(exc: Exception) -> AuthHTTPException:

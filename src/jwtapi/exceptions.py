@@ -105,6 +105,18 @@ class CSRFRejected(AuthError):
     default_description = "missing X-CSRF-Token header"
 
 
+class RateLimited(AuthError):
+    """Too many login attempts: 429, with ``Retry-After`` the limit's window, no challenge."""
+
+    status = 429
+    error = "rate_limited"
+    default_description = "too many login attempts; try again later"
+
+    def __init__(self, description: str | None = None, retry_after: int = 60) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(description)
+
+
 class TemporarilyUnavailable(AuthError):
     """Something the check needs does not answer right now: refuse (fail closed) with 503.
 
