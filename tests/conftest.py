@@ -15,6 +15,7 @@ import base64
 import functools
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +76,27 @@ def run_cli(
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+#: This checkout, where the Makefile is.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_make(
+    env: Mapping[str, str], *arguments: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``make ARGUMENTS`` in this checkout, with ``env`` and no input; never as a sub-make
+    of the ``make test`` that runs the tests (its flags and level stay out)."""
+    clean = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(
+        [shutil.which("make") or "make", "--no-print-directory", "-C", str(ROOT), *arguments],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -12,20 +12,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORDS, make_server
+from conftest import PASSWORDS, make_server, run_make
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTMAN = ROOT / "clients" / "postman"
 COLLECTION = POSTMAN / "jwtapi.postman_collection.json"
 ENVIRONMENT = POSTMAN / "jwtapi.postman_environment.json"
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
-MAKE = shutil.which("make") or "make"
 SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 #: At least this many requests, each with at least MIN_ASSERTIONS_PER_REQUEST assertions
 #: (the collection's own check of every response, and the request's own tests).
@@ -84,18 +82,7 @@ def run_make_postman(
 ) -> subprocess.CompletedProcess[str]:
     """``make postman`` in this checkout, as the README says to run it (node_modules is
     ``make test``'s own: never remade here)."""
-    # Not a sub-make of a `make test` that runs this: its flags and level stay out.
-    env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    return subprocess.run(
-        [MAKE, "--no-print-directory", "-C", str(ROOT), "-o", "node_modules/.installed",
-         "postman", *variables],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    return run_make(env, "-o", "node_modules/.installed", "postman", *variables, timeout=timeout)
 
 
 def test_make_postman_without_the_passwords_is_one_line() -> None:

@@ -9,19 +9,16 @@ stub in place of pytest, which leaves a file behind if it is ever started.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 import system_deps
+from conftest import run_make
 
-ROOT = Path(__file__).resolve().parent.parent
-MAKE = shutil.which("make") or "make"
 #: make test's other prerequisites (the venv, node_modules) are this run's own: never remade.
-MAKE_ARGS = [MAKE, "--no-print-directory", "-C", str(ROOT),
-             "-o", ".venv/.installed-test", "-o", "node_modules/.installed"]  # fmt: skip
+MAKE_OLD = ("-o", ".venv/.installed-test", "-o", "node_modules/.installed")
 #: The line each missing program gets: the program, then its Debian package(s).
 EXPECTED_LINES = {
     "redis-server": "install the Debian package redis-server (apt-get install redis-server)",
@@ -73,27 +70,15 @@ def bare(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_make(
-    env: dict[str, str], *arguments: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """``make`` in this checkout, with ``env`` and no input (not as a sub-make of a
-    ``make test`` that runs this: its flags and level stay out)."""
-    env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    return subprocess.run(
-        [*MAKE_ARGS, *arguments, f"PYTHON={sys.executable}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+def make(env: dict[str, str], *arguments: str, timeout: float = 120) -> CompletedProcess[str]:
+    """``make`` in this checkout, its other prerequisites never remade."""
+    return run_make(env, *MAKE_OLD, *arguments, f"PYTHON={sys.executable}", timeout=timeout)
 
 
-def make_test(env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def make_test(env: dict[str, str], tmp_path: Path, *args: str) -> CompletedProcess[str]:
     """``make test`` in this checkout, with a pytest stub that leaves ``pytest-ran``."""
     pytest_stub = stub(tmp_path / "stubs", "pytest", f": > {tmp_path / 'pytest-ran'}\n")
-    return run_make(env, "test", f"PYTEST={pytest_stub}", *args)
+    return make(env, "test", f"PYTEST={pytest_stub}", *args)
 
 
 def test_missing_programs_stop_make_test_before_any_test(
@@ -181,7 +166,7 @@ def test_without_them_the_suite_runs_and_says_what_it_left_out(
 ) -> None:
     """The real pytest, on a module whose tests run on SQLite, Redis and PostgreSQL."""
     bare["JWTAPI_TEST_WITHOUT"] = "redis,postgresql,wrk,browser,curl"
-    result = run_make(
+    result = make(
         bare, "test", "PYTEST_ARGS=-p no:cacheprovider tests/test_store_backends.py", timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
