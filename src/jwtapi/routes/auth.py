@@ -58,8 +58,8 @@ def login() -> Response:
 
     Only the Authorization header is read, never a JSON or form body: a request without
     Basic credentials is told so. An unknown user and a wrong password get the same answer
-    after the same work (a dummy argon2 verification); a hash with outdated parameters is
-    upgraded on success.
+    in the same time (the service's dummy argon2 verification; for any app, refusals held
+    by :mod:`jwtapi.timing`).
     """
     sessions = _sessions()
     try:
