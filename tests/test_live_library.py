@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -603,6 +604,39 @@ def test_error_handler_shapes_the_429_too_and_retry_after_stays(tmp_path: Path) 
         assert "WWW-Authenticate" not in limited.headers
     finally:
         server.stop()
+
+
+def test_an_unknown_user_takes_as_long_as_a_wrong_password(tmp_path: Path) -> None:
+    """The app's check refuses an unknown user at once and hashes for a known one; jwtapi
+    holds the refusal to the median of recent successes (one worker: one such median)."""
+    server = make_app_server(tmp_path, OWN_USERS_HASHED="1")
+    server.workers = 1
+    server.start()
+    try:
+        with requests.Session() as session:
+
+            def attempt(name: str, password: str) -> float:
+                started = time.perf_counter()
+                response = session.post(
+                    f"{server.url}/auth/login", headers=basic(name, password), timeout=30
+                )
+                assert response.status_code == (200 if password == PASSWORDS.get(name) else 401)
+                return time.perf_counter() - started
+
+            successes = [attempt("alice", PASSWORDS["alice"]) for _ in range(8)]
+            unknown: list[float] = []
+            wrong: list[float] = []
+            for n in range(24):
+                order = [("nobody-by-this-name", unknown), ("alice", wrong)]
+                for name, samples in order if n % 2 else reversed(order):
+                    samples.append(attempt(name, "not-the-password"))
+    finally:
+        server.stop()
+    median_unknown, median_wrong = statistics.median(unknown), statistics.median(wrong)
+    # A hash costs real time here, so the comparison means something...
+    assert statistics.median(successes) > 0.005
+    # ...and the unknown user is not told apart by it (without the hold: ~1 ms vs tens).
+    assert abs(median_unknown - median_wrong) <= 0.25 * median_wrong, (unknown, wrong)
 
 
 @pytest.fixture(scope="module")
