@@ -12,12 +12,14 @@ request, on a new connection each time, until every worker has answered it.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -198,6 +200,27 @@ def handled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     server.stop()
 
 
+def in_company(server: AppServer, send: Callable[[], requests.Response]) -> requests.Response:
+    """``send()`` while another request (``GET /health``) is sent at the same moment: with
+    both sync workers busy at once, which one answers ``send`` is left to chance even on a
+    loaded machine, where one worker would otherwise take every connection in turn."""
+    barrier = threading.Barrier(2)
+    answer: list[requests.Response] = []
+
+    def company() -> None:
+        barrier.wait()
+        requests.get(f"{server.url}/health", timeout=10)
+
+    thread = threading.Thread(target=company)
+    thread.start()
+    try:
+        barrier.wait()
+        answer.append(send())
+    finally:
+        thread.join()
+    return answer[0]
+
+
 def on_every_worker(
     server: AppServer, send: Callable[[], requests.Response]
 ) -> list[requests.Response]:
@@ -205,7 +228,7 @@ def on_every_worker(
     responses: list[requests.Response] = []
     workers: set[str] = set()
     for _ in range(60):
-        response = send()
+        response = in_company(server, send)
         responses.append(response)
         workers.add(response.headers["X-Worker"])
         if len(workers) >= server.workers:
@@ -253,7 +276,8 @@ def test_rotation_across_workers_and_reuse_revokes_the_login(live: AppServer) ->
     current = first
     workers: set[str] = set()
     for count in range(1, 41):
-        response = live.refresh(current["refresh_token"])
+        token = current["refresh_token"]
+        response = in_company(live, functools.partial(live.refresh, token))
         assert response.status_code == 200, shown(response)
         assert response.headers["Cache-Control"] == "no-store"
         workers.add(response.headers["X-Worker"])

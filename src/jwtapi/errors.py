@@ -32,10 +32,12 @@ from jwtapi.exceptions import (
     InsufficientScope,
     InsufficientUserAuthentication,
     InvalidCredentials,
+    InvalidScope,
     MissingToken,
     RateLimited,
     StateUnavailable,
     TemporarilyUnavailable,
+    TokenEndpointError,
 )
 from jwtapi.stores.base import StoreUnavailable
 
@@ -49,6 +51,15 @@ FORM_CHALLENGE = f'Form realm="{REALM}"'
 #: Security, Rails); another origin cannot send it without passing a CORS preflight.
 REQUESTED_WITH = "HTTP_X_REQUESTED_WITH"
 XML_HTTP_REQUEST = "xmlhttprequest"
+#: Refusals that are no failure of a bearer token, so carry no challenge: outages, CSRF,
+#: the rate limit, and the token endpoint's RFC 6749 section 5.2 errors.
+_NO_CHALLENGE = (
+    TemporarilyUnavailable,
+    CSRFRejected,
+    RateLimited,
+    TokenEndpointError,
+    InvalidScope,
+)
 #: Seconds a client is asked to wait after a 503 (an outage of the database or Redis).
 RETRY_AFTER = "5"
 log = logging.getLogger("jwtapi")
@@ -70,7 +81,10 @@ def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str
     carries ``X-Requested-With: XMLHttpRequest`` (any case) is challenged with
     :data:`FORM_CHALLENGE`, every other one with :data:`BASIC_CHALLENGE`.
     """
-    if isinstance(error, TemporarilyUnavailable | CSRFRejected | RateLimited):
+    if isinstance(
+        error,
+        TemporarilyUnavailable | CSRFRejected | RateLimited | TokenEndpointError | InvalidScope,
+    ):
         return None
     if isinstance(error, InvalidCredentials):
         return FORM_CHALLENGE if _from_script(environ) else BASIC_CHALLENGE

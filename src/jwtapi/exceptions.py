@@ -105,6 +105,38 @@ class CSRFRejected(AuthError):
     default_description = "missing X-CSRF-Token header"
 
 
+class InvalidScope(AuthError):
+    """A scope asked for that the user does not have, or the login was not granted
+    (RFC 6749 sections 5.2 and 6)."""
+
+    status = 400
+    error = "invalid_scope"
+    default_description = "the scope asked for exceeds the scope granted"
+
+
+class TokenEndpointError(AuthError):
+    """An error of the OAuth 2.0 token, revocation or introspection endpoint, answered as
+    RFC 6749 section 5.2 says: 400 and no ``WWW-Authenticate`` challenge."""
+
+    status = 400
+    error = "invalid_request"
+    default_description = "malformed request"
+
+
+class InvalidGrant(TokenEndpointError):
+    """Wrong credentials, or a bad, expired, revoked or reused refresh token."""
+
+    error = "invalid_grant"
+    default_description = "the grant is invalid"
+
+
+class UnsupportedGrantType(TokenEndpointError):
+    """A ``grant_type`` other than ``password`` and ``refresh_token``."""
+
+    error = "unsupported_grant_type"
+    default_description = "grant_type must be password or refresh_token"
+
+
 class RateLimited(AuthError):
     """Too many login attempts: 429, with ``Retry-After`` the limit's window, no challenge."""
 

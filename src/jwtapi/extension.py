@@ -275,8 +275,13 @@ def verify_request(
     *,
     fresh: bool = False,
     max_age: int | None = None,
+    method: str | None = None,
 ) -> Token | None:
     """Authenticate the current request and return its access token.
+
+    ``method`` is the HTTP method the request stands for when it is not its own (a
+    gateway's forward auth asks for the original request): with cookie tokens, an unsafe
+    one needs the CSRF token.
 
     Raises an :class:`AuthHTTPException` on any failure. With ``optional`` a request
     without any token gives None, while a bad token is still refused.
@@ -286,6 +291,7 @@ def verify_request(
         _scope_text(scope),
         optional,
         _Freshness.of(fresh, max_age),
+        method,
     )
 
 
@@ -319,7 +325,11 @@ class _Freshness:
 
 
 def _authenticate(
-    req: Request, required: str, optional: bool, freshness: _Freshness | None = None
+    req: Request,
+    required: str,
+    optional: bool,
+    freshness: _Freshness | None = None,
+    method: str | None = None,
 ) -> Token | None:
     """:func:`verify_request` for a request object already at hand (the hot path: every
     protected request runs it, so it reads the WSGI environ directly, and looks the app
@@ -365,7 +375,7 @@ def _authenticate(
         ensure_not_revoked(state.revocations, token)
         if cookie_token is not None:
             token = replace(token, location="cookie")
-            if req.method not in SAFE_METHODS:
+            if (method or req.method) not in SAFE_METHODS:
                 assert cookies is not None
                 check_csrf(environ.get("HTTP_X_CSRF_TOKEN"), cookies.get(CSRF_COOKIE), token)
         elif raw is not header_token:

@@ -15,11 +15,12 @@ from typing import Any
 
 from jwtapi.stores.base import StoreError, normalize_scope
 
-#: Claims jwtapi sets itself (RFC 7519, RFC 9068, RFC 9449, RFC 9470, and ``fresh``, the
-#: mark of a token issued by a login): an identity's own claims may not take these names.
+#: Claims jwtapi sets itself (RFC 7519, RFC 9068, RFC 9449, RFC 9470; ``fresh``, the mark
+#: of a token issued by a login; ``scope_ceiling``, a narrowed login's limit, in refresh
+#: tokens): an identity's own claims may not take these names.
 REGISTERED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "sid", "typ", "auth_time", "cnf"}
-    | {"fresh"}
+    | {"fresh", "scope_ceiling"}
 )
 
 

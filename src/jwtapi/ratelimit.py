@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,8 @@ from jwtapi.transport import parse_basic
 
 #: The ``limits`` storage scheme of :class:`SQLiteCounters`.
 SQLITE_SCHEME = "jwtapi+sqlite"
+#: Where an app keeps its one login limiter (``/login`` and ``/token`` share it).
+LIMITER_KEY = "jwtapi.limiter"
 #: Where the counters go when the database is PostgreSQL and there is no Redis.
 DEFAULT_COUNTERS_FILE = "instance/jwtapi-ratelimits.sqlite3"
 
@@ -156,6 +159,11 @@ def client_address() -> str:
 
 
 def _username() -> str | None:
+    """The username an attempt is for: its Basic credentials (``/login``), or the form's
+    ``username`` (the token endpoint's password grant, RFC 6749 section 4.3.2)."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        value = request.form.get("username")
+        return value or None
     try:
         username, _ = parse_basic(request.headers.get("Authorization"))
     except AuthError:  # malformed credentials count per address only
@@ -168,8 +176,15 @@ def username_key() -> str:
     return hashlib.sha256((_username() or "").encode()).hexdigest()[:32]
 
 
-def limit_login(app: Flask, settings: Settings, endpoint: str) -> Limiter | None:
-    """Put ``JWTAPI_LOGIN_RATE_LIMIT`` on ``endpoint``, per address and per username.
+def limit_login(
+    app: Flask,
+    settings: Settings,
+    endpoint: str,
+    exempt_when: Callable[[], bool] | None = None,
+) -> Limiter | None:
+    """Put ``JWTAPI_LOGIN_RATE_LIMIT`` on ``endpoint``, per address and per username
+    (one set of counters for every login endpoint of the app: ``/login`` and ``/token``
+    share them). ``exempt_when`` spares requests that check no password (a refresh).
 
     Returns the app's :class:`Limiter`, or None when the limit is ``off``.
     """
@@ -177,28 +192,33 @@ def limit_login(app: Flask, settings: Settings, endpoint: str) -> Limiter | None
     if limit is None:
         return None
 
-    limiter = Limiter(
-        client_address,
-        app=app,
-        storage_uri=counters_uri(settings),
-        storage_options={"wrap_exceptions": True},
-        strategy="fixed-window",
-        # No X-RateLimit-* headers: they would tell anyone how often a username was
-        # tried. The 429 carries Retry-After (jwtapi.errors), nothing else does.
-        headers_enabled=False,
-        key_prefix="jwtapi-login",
-    )
+    limiter: Limiter | None = app.extensions.get(LIMITER_KEY)
+    if limiter is None:
+        limiter = Limiter(
+            client_address,
+            app=app,
+            storage_uri=counters_uri(settings),
+            storage_options={"wrap_exceptions": True},
+            strategy="fixed-window",
+            # No X-RateLimit-* headers: they would tell anyone how often a username was
+            # tried. The 429 carries Retry-After (jwtapi.errors), nothing else does.
+            headers_enabled=False,
+            key_prefix="jwtapi-login",
+        )
+        app.extensions[LIMITER_KEY] = limiter
+    spared = exempt_when or (lambda: False)
     view = app.view_functions[endpoint]
     per_user = limiter.limit(
         limit,
         key_func=username_key,
-        exempt_when=lambda: _username() is None,
+        exempt_when=lambda: spared() or _username() is None,
         scope="login-username",
         error_message="too many login attempts for this username",
     )
     per_address = limiter.limit(
         limit,
         key_func=client_address,
+        exempt_when=spared,
         scope="login-address",
         error_message="too many login attempts from this address",
     )

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from jwtapi.exceptions import (
     InvalidCredentials,
     InvalidRequest,
+    InvalidScope,
     InvalidToken,
     MalformedToken,
     RevokedToken,
@@ -28,7 +30,15 @@ from jwtapi.exceptions import (
 from jwtapi.identity import Identity, validate_claims
 from jwtapi.stores import FamilyStore, RevocationStore, Rotation
 from jwtapi.timing import UniformTiming
-from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, Token, TokenPair, TokenService, new_id
+from jwtapi.tokens import (
+    ACCESS_TYPE,
+    REFRESH_TYPE,
+    SCOPE_CEILING,
+    Token,
+    TokenPair,
+    TokenService,
+    new_id,
+)
 
 
 class IdentitySource(Protocol):
@@ -101,6 +111,15 @@ class Revoker:
         ensure_not_revoked(self.revocations, token)
 
 
+def narrowed(granted: str, asked: str) -> str:
+    """``asked``, a subset of ``granted`` (space-separated scopes), in ``granted``'s
+    order; :class:`InvalidScope` when it asks for more."""
+    wanted = set(asked.split())
+    if not wanted <= set(granted.split()):
+        raise InvalidScope()
+    return " ".join(s for s in granted.split() if s in wanted)
+
+
 def ensure_not_revoked(revocations: RevocationStore, token: Token) -> None:
     """Raise :class:`RevokedToken` when ``token`` or its family is in ``revocations``."""
     if revocations.is_revoked(token.revocation_keys):
@@ -123,18 +142,29 @@ class Sessions:
         self.identities = identities
         self.timing = timing or UniformTiming()
 
-    def login(self, username: str, password: str) -> TokenPair:
-        """Check the password (a refusal takes as long as a success) and start a family."""
+    def login(self, username: str, password: str, scope: str | None = None) -> TokenPair:
+        """Check the password (a refusal takes as long as a success) and start a family.
+
+        ``scope`` (the token endpoint's) narrows the login to that subset of the user's
+        scope; more raises :class:`InvalidScope`.
+        """
         identity = self.timing.run(lambda: self.identities.verify_password(username, password))
         if identity is None:
             raise InvalidCredentials()
-        return self.start(identity, fresh=True)
+        if scope is not None:
+            identity = replace(identity, scope=narrowed(identity.scope, scope))
+        return self.start(identity, fresh=True, narrowed=scope is not None)
 
-    def start(self, identity: Identity, fresh: bool = False) -> TokenPair:
+    def start(self, identity: Identity, fresh: bool = False, narrowed: bool = False) -> TokenPair:
         """A new login (a token family, recorded) for ``identity``, whose password was
-        checked (``fresh``), or which the app vouches for itself (``issue_tokens``)."""
+        checked (``fresh``), or which the app vouches for itself (``issue_tokens``); a
+        ``narrowed`` one keeps its scope as the most its refreshes may grant."""
         pair = self.tokens.issue_pair(
-            identity.subject, identity.scope, claims=identity.claims, fresh=fresh
+            identity.subject,
+            identity.scope,
+            claims=identity.claims,
+            fresh=fresh,
+            scope_ceiling=identity.scope if narrowed else None,
         )
         # Recorded only if the password is still the one just checked (the service's user
         # table): a login racing `jwtapi users passwd` or `remove` gets no token that
@@ -146,11 +176,13 @@ class Sessions:
             raise InvalidCredentials()
         return pair
 
-    def refresh(self, raw_token: str) -> TokenPair:
+    def refresh(self, raw_token: str, scope: str | None = None) -> TokenPair:
         """Rotate a refresh token; on reuse revoke its whole family and refuse.
 
         The identity is asked again (``load_identity``): None ends the login. Without
-        one, the login's scope and claims are carried over as they were.
+        one, the login's scope and claims are carried over as they were. The scope never
+        grows past what the login was granted (RFC 6749 section 6); ``scope`` narrows it
+        further, and more raises :class:`InvalidScope`.
         """
         token = self.tokens.verify(raw_token, REFRESH_TYPE)
         if token.sid is None:
@@ -160,12 +192,24 @@ class Sessions:
         if identity is None:
             self.revoker.revoke_families([token.sid])
             raise RevokedToken("token revoked: the user is no longer known")
+        # A login narrowed at the token endpoint never grows past what it was granted
+        # (RFC 6749 section 6); any other takes the user's scope as it stands now.
+        ceiling = token.claims.get(SCOPE_CEILING)
+        if isinstance(ceiling, str):
+            granted = set(ceiling.split())
+            kept = " ".join(s for s in identity.scope.split() if s in granted)
+            identity = replace(identity, scope=kept)
+        if scope is not None:
+            identity = replace(identity, scope=narrowed(identity.scope, scope))
         pair = self.tokens.issue_pair(
             identity.subject,
             identity.scope,
             family=token.sid,
             claims=identity.claims,
             auth_time=token.auth_time if token.auth_time is not None else token.iat,
+            scope_ceiling=(
+                identity.scope if scope is not None or isinstance(ceiling, str) else None
+            ),
         )
         outcome = self.families.rotate(
             token.sid, token.jti, pair.refresh_jti, pair.access_exp, pair.refresh_exp

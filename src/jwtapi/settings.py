@@ -74,6 +74,9 @@ class Settings:
     cookie_tokens: bool = False
     trusted_proxies: int = 0
     login_rate_limit: str | None = "10/minute"
+    #: The URL clients reach this server at (RFC 8414 metadata, DPoP ``htu``); None:
+    #: built from each request.
+    public_url: str | None = None
 
     def __repr__(self) -> str:
         # Never let the secret reach a log or a traceback through repr().
@@ -191,7 +194,22 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         cookie_tokens=reader.boolean("COOKIE_TOKENS", False),
         trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
         login_rate_limit=login_rate_limit,
+        public_url=_public_url(reader.text("PUBLIC_URL")),
     )
+
+
+def _public_url(value: str | None) -> str | None:
+    """An absolute http(s) URL with no query or fragment, kept without a trailing slash."""
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{PREFIX}PUBLIC_URL: must be an absolute http:// or https:// URL")
+    if parsed.query or parsed.fragment or "@" in parsed.netloc:
+        raise ConfigError(
+            f"{PREFIX}PUBLIC_URL: must have no user, query or fragment, only scheme, host and path"
+        )
+    return value.rstrip("/")
 
 
 def _database(value: str) -> str:

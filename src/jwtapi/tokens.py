@@ -54,6 +54,9 @@ MAX_TOKEN_LENGTH = 8192
 #: revocation (see :class:`VerifiedTokens`).
 VERIFIED_CACHE_SIZE = 4096
 _REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss")
+#: A refresh token's claim: the scope its login was narrowed to (``POST /token``'s
+#: ``scope``), the most any refresh of it may grant.
+SCOPE_CEILING = "scope_ceiling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +211,14 @@ class TokenService:
         claims: Mapping[str, Any] | None = None,
         auth_time: int | None = None,
         fresh: bool = False,
+        scope_ceiling: str | None = None,
     ) -> TokenPair:
         """Issue an access token and a refresh token of one family (new unless given).
 
         ``auth_time`` defaults to now (a login); ``fresh`` marks the access token of a
-        login. The refresh token carries the scope, ``auth_time`` and ``claims`` on.
+        login. The refresh token carries the scope, ``auth_time`` and ``claims`` on, and
+        the ``scope_ceiling`` of a login narrowed at the token endpoint, which no refresh
+        may exceed (RFC 6749 section 6).
         """
         now = int(time.time()) if now is None else now
         family = family or new_id()
@@ -224,7 +230,10 @@ class TokenService:
         }
         access_claims = {**carried, "fresh": True} if fresh else carried
         access = self.issue(ACCESS_TYPE, subject, family, now, access_claims)
-        refresh = self.issue(REFRESH_TYPE, subject, family, now, {**carried, "jti": refresh_jti})
+        refresh_claims = {**carried, "jti": refresh_jti}
+        if scope_ceiling is not None:
+            refresh_claims[SCOPE_CEILING] = scope_ceiling
+        refresh = self.issue(REFRESH_TYPE, subject, family, now, refresh_claims)
         return TokenPair(
             access_token=access,
             refresh_token=refresh,

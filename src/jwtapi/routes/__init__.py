@@ -32,10 +32,12 @@ def service() -> Service:
 def register_routes(app: Flask, svc: Service, lifecycle: Blueprint) -> None:
     """Attach the service and its blueprints: the library's ``lifecycle`` blueprint
     (``/login``, ``/refresh``, ``/logout``) at the root, and the service's own."""
-    from jwtapi.routes import meta, page, protected
+    from jwtapi.routes import gateway, meta, oauth, page, protected
 
     app.extensions[SERVICE_KEY] = svc
     app.register_blueprint(lifecycle)
+    app.register_blueprint(oauth.bp)
+    app.register_blueprint(gateway.bp)
     app.register_blueprint(protected.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(page.bp)

@@ -43,7 +43,7 @@ from jwtapi.transport import (
 bp = Blueprint("jwtapi", __name__)
 
 
-def _sessions(issuing: bool = True) -> Sessions:
+def sessions_or_404(issuing: bool = True) -> Sessions:
     """The app's sessions; 404 where there are none (a verify-only app: no signing key,
     so no ``/login`` or ``/refresh``; no jwtapi database, so no ``/logout`` either)."""
     state = auth_state()
@@ -61,7 +61,7 @@ def login() -> Response:
     in the same time (the service's dummy argon2 verification; for any app, refusals held
     by :mod:`jwtapi.timing`).
     """
-    sessions = _sessions()
+    sessions = sessions_or_404()
     try:
         username, password = parse_basic(request.headers.get("Authorization"))
         pair = sessions.login(username, password)
@@ -82,7 +82,7 @@ def refresh() -> Response:
     rotates, and the new refresh token goes into its cookie only, never into a body a
     script could read (RFC 6749 section 5.1 makes ``refresh_token`` optional).
     """
-    sessions = _sessions()
+    sessions = sessions_or_404()
     by_cookie = False
     try:
         authorization = request.headers.get("Authorization")
@@ -118,7 +118,7 @@ def logout() -> Response:
     assert access is not None
     try:
         raw_refresh = _refresh_token_from_body()
-        _sessions(issuing=False).logout(access, raw_refresh)
+        sessions_or_404(issuing=False).logout(access, raw_refresh)
     except AuthError as error:
         raise abort_auth(error) from None
     return _logged_out(clear_cookies=authenticated_by_cookie())
@@ -134,7 +134,7 @@ def _logout_by_refresh_cookie(refused: AuthHTTPException) -> Response:
     )
     if not raw or explicit:
         raise refused
-    sessions = _sessions(issuing=False)
+    sessions = sessions_or_404(issuing=False)
     try:
         refresh = sessions.tokens.verify(raw, REFRESH_TYPE)
     except InvalidToken:
