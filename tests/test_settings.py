@@ -502,3 +502,26 @@ def test_dotenv_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="UTF-8") as info:
         load_settings(dotenv_path=tmp_path / ".env")
     assert "\n" not in str(info.value)
+
+
+def test_public_url_is_kept_without_its_trailing_slash() -> None:
+    assert parse_settings(config()).public_url is None
+    assert parse_settings(config(PUBLIC_URL="")).public_url is None
+    url = parse_settings(config(PUBLIC_URL="https://auth.example.test/base/")).public_url
+    assert url == "https://auth.example.test/base"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ftp://auth.example.test",
+        "auth.example.test",
+        "https://",
+        "https://auth.example.test/?x=1",
+        "https://auth.example.test/#top",
+        "https://user:pw@auth.example.test",
+    ],
+)
+def test_a_bad_public_url_is_one_line_naming_it(value: str) -> None:
+    message = refused(config(PUBLIC_URL=value), "PUBLIC_URL")
+    assert "pw" not in message
