@@ -30,6 +30,9 @@ WITHOUT_VARIABLE = "JWTAPI_TEST_WITHOUT"
 #: Where Debian puts PostgreSQL's server programs (``initdb`` is not on PATH there).
 POSTGRES_ROOT_VARIABLE = "JWTAPI_TEST_POSTGRES_ROOT"
 DEFAULT_POSTGRES_ROOT = "/usr/lib/postgresql"
+#: Folders searched after PATH: a user's PATH often lacks the sbin ones (nginx is there).
+SBIN_VARIABLE = "JWTAPI_TEST_SBIN"
+DEFAULT_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ NEEDS: tuple[Need, ...] = (
     Need("browser", "chromedriver", ("chromium-driver",)),
     # tests/test_readme.py runs the README's curl walkthrough as it is written.
     Need("curl", "curl", ("curl",)),
+    # tests/test_nginx.py: deploy/nginx's auth_request configuration in front of a backend.
+    Need("nginx", "nginx", ("nginx",), service="nginx"),
 )
 #: What each group's tests prove, for the summary of a run that leaves them out.
 GROUPS: dict[str, str] = {
@@ -62,6 +67,7 @@ GROUPS: dict[str, str] = {
     "wrk": "the benchmark's HTTP rows under wrk",
     "browser": "the try-it page in headless Chromium",
     "curl": "the README's curl walkthrough",
+    "nginx": "a service in any language guarded by nginx and /verify",
 }
 
 
@@ -92,7 +98,8 @@ def find(program: str, environ: Mapping[str, str] = os.environ) -> str | None:
         )
         if found:
             return found[-1]
-    return shutil.which(program, path=environ.get("PATH", os.defpath))
+    path = environ.get("PATH", os.defpath) + os.pathsep + environ.get(SBIN_VARIABLE, DEFAULT_SBIN)
+    return shutil.which(program, path=path)
 
 
 def _version(name: str) -> tuple[int, ...]:
