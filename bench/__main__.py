@@ -154,11 +154,14 @@ def http_rows(quick: bool) -> list[Row]:
     one = {r.name: r for r in http.measure(1, rounds, seconds, 4, include_login=False)}
     rows = []
     base = two["open route"].cpu_us_per_request
+    # Worker CPU per request against the open route's: a gateway's /verify sits in front of
+    # every request of every service behind it; /introspect is a resource server's call.
+    cpu_targets = {"jwtapi protected": 1.15, "jwtapi /verify": 1.15, "jwtapi /introspect": 1.3}
     for name, result in two.items():
         if name.startswith("/login") or name == "argon2id alone":
             continue
         ratio = result.cpu_us_per_request / base
-        is_ours = name == "jwtapi protected"
+        limit = cpu_targets.get(name)
         rows.append(
             Row(
                 "HTTP, 2 workers",
@@ -167,8 +170,8 @@ def http_rows(quick: bool) -> list[Row]:
                 "us/request",
                 ratio,
                 "open route",
-                "<= 1.15x" if is_ours else "",
-                (ratio <= 1.15) if is_ours else None,
+                f"<= {limit}x" if limit else "",
+                (ratio <= limit) if limit else None,
             )
         )
         rows.append(

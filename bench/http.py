@@ -138,10 +138,20 @@ def measure(workers: int, rounds: int, seconds: float, connections: int,
         )
         ours = f"Authorization: Bearer {tokens['access_token']}"
         theirs = f"Authorization: Bearer {tokens['fje_token']}"
+        # A resource server asking about the bench user's token (RFC 7662): a form POST.
+        introspect_script = Path(tempfile.mkstemp(suffix=".lua")[1])
+        introspect_script.write_text(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+            f'wrk.headers["Authorization"] = "Bearer {tokens["introspect_token"]}"\n'
+            f'wrk.body = "token={tokens["access_token"]}"\n'
+        )
         routes: dict[str, tuple[str, str | None, Path | None]] = {
             "open route": ("/open", None, None),
             "jwtapi protected": ("/protected", ours, None),
             "Flask-JWT-Extended": ("/fje", theirs, None),
+            "jwtapi /verify": ("/verify", ours, None),
+            "jwtapi /introspect": ("/introspect", None, introspect_script),
         }
         if include_login:
             routes["/login (argon2id)"] = ("/login", None, login_script)
@@ -154,6 +164,7 @@ def measure(workers: int, rounds: int, seconds: float, connections: int,
                 cpu = running.cpu_seconds() - before
                 samples[name].append((rps, p99, cpu / max(count, 1) * 1e6))
         login_script.unlink()
+        introspect_script.unlink()
     return [
         HTTPResult(
             name,

@@ -73,6 +73,8 @@ def main() -> None:
     with app.app_context():
         tokens = {
             "access_token": JWTAuth.issue_tokens("bench", "read").access_token,
+            # A resource server's token for /introspect (which needs scope introspect).
+            "introspect_token": JWTAuth.issue_tokens("bench", "introspect").access_token,
             "fje_token": create_access_token(identity="bench"),
             "username": "bench",
             "password": PASSWORD,
