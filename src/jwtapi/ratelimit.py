@@ -208,14 +208,16 @@ def limit_login(
         app.extensions[LIMITER_KEY] = limiter
     spared = exempt_when or (lambda: False)
     view = app.view_functions[endpoint]
-    per_user = limiter.limit(
+    # Shared limits: their counters are named by scope alone, not by endpoint, so every
+    # login endpoint of the app (/login, /token's password grant) counts against one limit.
+    per_user = limiter.shared_limit(
         limit,
         key_func=username_key,
         exempt_when=lambda: spared() or _username() is None,
         scope="login-username",
         error_message="too many login attempts for this username",
     )
-    per_address = limiter.limit(
+    per_address = limiter.shared_limit(
         limit,
         key_func=client_address,
         exempt_when=spared,

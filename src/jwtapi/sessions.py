@@ -199,17 +199,17 @@ class Sessions:
             granted = set(ceiling.split())
             kept = " ".join(s for s in identity.scope.split() if s in granted)
             identity = replace(identity, scope=kept)
-        if scope is not None:
-            identity = replace(identity, scope=narrowed(identity.scope, scope))
+        # A scope asked for narrows this access token only: the new refresh token keeps
+        # the grant of the one presented (RFC 6749 section 6).
+        access_scope = narrowed(identity.scope, scope) if scope is not None else identity.scope
         pair = self.tokens.issue_pair(
             identity.subject,
-            identity.scope,
+            access_scope,
             family=token.sid,
             claims=identity.claims,
             auth_time=token.auth_time if token.auth_time is not None else token.iat,
-            scope_ceiling=(
-                identity.scope if scope is not None or isinstance(ceiling, str) else None
-            ),
+            scope_ceiling=ceiling if isinstance(ceiling, str) else None,
+            refresh_scope=identity.scope,
         )
         outcome = self.families.rotate(
             token.sid, token.jti, pair.refresh_jti, pair.access_exp, pair.refresh_exp

@@ -212,13 +212,15 @@ class TokenService:
         auth_time: int | None = None,
         fresh: bool = False,
         scope_ceiling: str | None = None,
+        refresh_scope: str | None = None,
     ) -> TokenPair:
         """Issue an access token and a refresh token of one family (new unless given).
 
         ``auth_time`` defaults to now (a login); ``fresh`` marks the access token of a
         login. The refresh token carries the scope, ``auth_time`` and ``claims`` on, and
         the ``scope_ceiling`` of a login narrowed at the token endpoint, which no refresh
-        may exceed (RFC 6749 section 6).
+        may exceed (RFC 6749 section 6). ``refresh_scope`` is the refresh token's own scope
+        when a refresh narrowed only its access token (default: ``scope``).
         """
         now = int(time.time()) if now is None else now
         family = family or new_id()
@@ -231,6 +233,8 @@ class TokenService:
         access_claims = {**carried, "fresh": True} if fresh else carried
         access = self.issue(ACCESS_TYPE, subject, family, now, access_claims)
         refresh_claims = {**carried, "jti": refresh_jti}
+        if refresh_scope is not None:
+            refresh_claims["scope"] = refresh_scope
         if scope_ceiling is not None:
             refresh_claims[SCOPE_CEILING] = scope_ceiling
         refresh = self.issue(REFRESH_TYPE, subject, family, now, refresh_claims)

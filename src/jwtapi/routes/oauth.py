@@ -147,8 +147,18 @@ def _verify_any(raw: str, hint: str | None, check_revoked: bool) -> Token | None
                 ensure_not_revoked(state.revocations, found)
         except InvalidToken:
             continue
+        if check_revoked and token_type == REFRESH_TYPE and not _current(found):
+            return None
         return found
     return None
+
+
+def _current(refresh: Token) -> bool:
+    """Whether ``refresh`` is its login's current refresh token: one retired by a rotation
+    can never be used again (presented, it is reuse), so it is not active (RFC 7662 2.2)."""
+    sessions = auth_state().sessions
+    family = sessions.families.get(refresh.sid) if sessions and refresh.sid else None
+    return family is not None and not family.revoked and family.current_jti == refresh.jti
 
 
 @bp.get("/.well-known/oauth-authorization-server")
@@ -179,9 +189,8 @@ def metadata() -> Response:
     scopes = _known_scopes()
     if scopes:
         body["scopes_supported"] = scopes
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    # Contract section 6: every answer of these endpoints is no-store.
+    return _no_store(jsonify(body))
 
 
 def _known_scopes() -> list[str]:
