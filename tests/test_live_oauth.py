@@ -842,3 +842,22 @@ def test_verify_by_cookie_checks_csrf_for_the_original_method(tmp_path: Path) ->
         assert right.headers["X-Auth-Subject"] == "alice"
     finally:
         server.stop()
+
+
+def test_verify_takes_the_unsafe_method_when_the_gateway_names_two() -> None:
+    """A client's own ``X-Forwarded-Method: GET`` must not spare a cookie POST its CSRF
+    check behind a gateway that sets only ``X-Original-Method``."""
+    from flask import Flask
+
+    from jwtapi.routes.gateway import _original_method
+
+    app = Flask(__name__)
+    cases = [
+        ({"X-Original-Method": "POST", "X-Forwarded-Method": "GET"}, "POST"),
+        ({"X-Forwarded-Method": "delete"}, "DELETE"),
+        ({"X-Original-Method": "GET"}, "GET"),
+        ({}, None),
+    ]
+    for headers, expected in cases:
+        with app.test_request_context("/verify", headers=headers):
+            assert _original_method() == expected, headers

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 
+from jwtapi.cookies import SAFE_METHODS
 from jwtapi.extension import verify_request
 
 bp = Blueprint("gateway", __name__)
@@ -39,14 +40,20 @@ def header_safe(value: str) -> str:
 def verify() -> Response:
     """The request's access token checked as a protected route checks it; ``?scope=a b``
     requires those scopes."""
-    original = next((request.headers[h] for h in METHOD_HEADERS if h in request.headers), None)
-    token = verify_request(
-        scope=request.args.get("scope") or None,
-        method=original.upper() if original else None,
-    )
+    token = verify_request(scope=request.args.get("scope") or None, method=_original_method())
     assert token is not None  # not optional: a request without one was refused
     response = jsonify(sub=token.sub, scope=token.scope)
     response.headers["X-Auth-Subject"] = header_safe(token.sub)
     response.headers["X-Auth-Scope"] = header_safe(token.scope)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _original_method() -> str | None:
+    """The original request's method as the gateway names it. A client can send these
+    headers itself, and a gateway may overwrite only one of them: if either names an
+    unsafe method, that one is taken, so a forged ``GET`` never spares a CSRF check."""
+    named = [request.headers[h].strip().upper() for h in METHOD_HEADERS if h in request.headers]
+    unsafe = [method for method in named if method not in SAFE_METHODS]
+    chosen = unsafe or named
+    return chosen[0] if chosen else None
