@@ -223,6 +223,27 @@ class LiveServer:
         )
 
 
+class Secret(str):
+    """A token or password: itself everywhere, but never shown in a failure report (pytest
+    prints the arguments of every frame of a traceback, and the operands of an assert)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<secret of {len(self)} characters>"
+
+
+def describe(response: requests.Response) -> str:
+    """``response``'s status and body for an assertion message, its tokens left out."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code}, {len(response.content)} bytes of non-JSON"
+    if isinstance(body, dict):
+        body = {k: "<token>" if k.endswith("_token") else v for k, v in body.items()}
+    return f"{response.status_code} {body}"
+
+
 @functools.cache
 def password_hash(name: str) -> str:
     """An argon2id hash of ``PASSWORDS[name]``, made once per test session."""

@@ -20,7 +20,18 @@ import jwt
 import pytest
 import requests
 from backends import RedisServer, free_port
-from conftest import JWTAPI, PASSWORDS, LiveServer, base_env, basic, bearer, make_server, run_cli
+from conftest import (
+    JWTAPI,
+    PASSWORDS,
+    LiveServer,
+    Secret,
+    base_env,
+    basic,
+    bearer,
+    describe,
+    make_server,
+    run_cli,
+)
 
 from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE
 from jwtapi.passwords import Passwords
@@ -36,27 +47,6 @@ Form = dict[str, str] | list[tuple[str, str]]
 
 
 # Helpers -------------------------------------------------------------------------------
-
-
-class Secret(str):
-    """A token or password: itself everywhere, but never shown in a failure report (pytest
-    prints the arguments of every frame of a traceback, and the operands of an assert)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"<secret of {len(self)} characters>"
-
-
-def describe(response: requests.Response) -> str:
-    """``response``'s status and body for an assertion message, its tokens left out."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"{response.status_code}, {len(response.content)} bytes of non-JSON"
-    if isinstance(body, dict):
-        body = {k: "<token>" if k.endswith("_token") else v for k, v in body.items()}
-    return f"{response.status_code} {body}"
 
 
 @functools.cache

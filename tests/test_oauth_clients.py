@@ -17,31 +17,10 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session as AuthlibSession
 from authlib.integrations.requests_client import OAuthError
-from conftest import PASSWORDS, LiveServer, bearer, make_server
+from conftest import PASSWORDS, LiveServer, Secret, bearer, describe, make_server
 from oauthlib.oauth2 import LegacyApplicationClient
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 from requests_oauthlib import OAuth2Session as OAuthlibSession
-
-
-class Secret(str):
-    """A token: itself everywhere, but never shown in a failure report (pytest prints the
-    arguments of every frame of a traceback, and the operands of an assert)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"<secret of {len(self)} characters>"
-
-
-def describe(response: requests.Response) -> str:
-    """``response``'s status and body for an assertion message, its tokens left out."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"{response.status_code}, {len(response.content)} bytes of non-JSON"
-    if isinstance(body, dict):
-        body = {k: "<token>" if k.endswith("_token") else v for k, v in body.items()}
-    return f"{response.status_code} {body}"
 
 
 @pytest.fixture(scope="module")
