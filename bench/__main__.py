@@ -174,6 +174,19 @@ def http_rows(quick: bool) -> list[Row]:
                 (ratio <= limit) if limit else None,
             )
         )
+        if name == "jwtapi /introspect":
+            # What /introspect itself adds to the same POST (headers and body) to an open route.
+            post = two["open form POST"].cpu_us_per_request
+            rows.append(
+                Row(
+                    "HTTP, 2 workers",
+                    f"{name}: worker CPU vs the same POST",
+                    result.cpu_us_per_request,
+                    "us/request",
+                    result.cpu_us_per_request / post,
+                    "open form POST",
+                )
+            )
         rows.append(
             Row("HTTP, 2 workers", f"{name}: throughput", result.requests_per_second, "requests/s")
         )

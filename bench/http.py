@@ -151,6 +151,8 @@ def measure(workers: int, rounds: int, seconds: float, connections: int,
             "jwtapi protected": ("/protected", ours, None),
             "Flask-JWT-Extended": ("/fje", theirs, None),
             "jwtapi /verify": ("/verify", ours, None),
+            # The same POST to a route that only reads the form: what HTTP costs a POST.
+            "open form POST": ("/open-form", None, introspect_script),
             "jwtapi /introspect": ("/introspect", None, introspect_script),
         }
         if include_login:

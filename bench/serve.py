@@ -1,8 +1,9 @@
 """The server the HTTP benchmark loads: ``jwtapi serve``'s own app and gunicorn setup.
 
 It is :func:`jwtapi.app.create_app` under :func:`jwtapi.server.serve`, exactly as
-``jwtapi serve`` runs it, plus three routes for comparison: ``/open`` (no authentication),
-``/fje`` (Flask-JWT-Extended's ``@jwt_required()``, HS256) and ``/hash`` (one argon2id
+``jwtapi serve`` runs it, plus four routes for comparison: ``/open`` (no authentication),
+``/open-form`` (no authentication either, but a POST that reads a form, as ``/introspect``
+is), ``/fje`` (Flask-JWT-Extended's ``@jwt_required()``, HS256) and ``/hash`` (one argon2id
 verification with ``/login``'s parameters and nothing else: what ``/login`` costs at
 least). Before serving it writes the tokens and credentials the load generator needs to
 ``--tokens``.
@@ -18,6 +19,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from flask import request
 from flask_jwt_extended import JWTManager, create_access_token, jwt_required
 
 from jwtapi.app import create_app
@@ -57,6 +59,10 @@ def main() -> None:
     @app.get("/open")
     def open_route() -> dict[str, Any]:
         return {"sub": "bench"}
+
+    @app.post("/open-form")
+    def open_form_route() -> dict[str, Any]:
+        return {"token": len(request.form.get("token", ""))}
 
     passwords = Passwords()
     stored = Passwords().hash(PASSWORD)

@@ -369,6 +369,29 @@ def test_a_parameter_sent_twice_is_invalid_request(oauth_server: LiveServer, twi
     assert_oauth_error(post_form(oauth_server, "/token", pairs), 400, "invalid_request")
 
 
+UNREADABLE = {
+    "not-utf-8": "grant_type=password&username=alice&password=%s\xff".encode("latin-1"),
+    "too-many-parameters": b"&".join(b"p%d=x" % i for i in range(65)) + b"&grant_type=password",
+}
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_an_unreadable_form_is_invalid_request(
+    oauth_server: LiveServer, rs_token: Secret, path: str, case: str
+) -> None:
+    body = UNREADABLE[case]
+    if case == "not-utf-8":
+        body = body.replace(b"%s", PASSWORDS["alice"].encode())
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if path == "/introspect":
+        headers["Authorization"] = f"Bearer {rs_token}"
+    response = requests.post(f"{oauth_server.url}{path}", data=body, headers=headers, timeout=10)
+    body = assert_oauth_error(response, 400, "invalid_request")
+    expected = "not UTF-8" if case == "not-utf-8" else "more than 64 parameters"
+    assert expected in body["error_description"]
+
+
 @pytest.mark.parametrize(
     "grant_type",
     ["client_credentials", "authorization_code", "urn:ietf:params:oauth:grant-type:jwt-bearer"],

@@ -26,7 +26,7 @@ from jwtapi.exceptions import AuthError, ConfigError
 from jwtapi.settings import PREFIX, Settings
 from jwtapi.stores.postgres import is_postgres_url
 from jwtapi.stores.sqlite import PerThreadConnection, create_private
-from jwtapi.transport import parse_basic
+from jwtapi.transport import FORM, parse_basic, parse_form
 
 #: The ``limits`` storage scheme of :class:`SQLiteCounters`.
 SQLITE_SCHEME = "jwtapi+sqlite"
@@ -161,9 +161,11 @@ def client_address() -> str:
 def _username() -> str | None:
     """The username an attempt is for: its Basic credentials (``/login``), or the form's
     ``username`` (the token endpoint's password grant, RFC 6749 section 4.3.2)."""
-    if request.mimetype == "application/x-www-form-urlencoded":
-        value = request.form.get("username")
-        return value or None
+    if request.mimetype == FORM:
+        try:
+            return parse_form(request.get_data()).get("username") or None
+        except AuthError:  # an unreadable body is refused before it is counted
+            return None
     try:
         username, _ = parse_basic(request.headers.get("Authorization"))
     except AuthError:  # malformed credentials count per address only

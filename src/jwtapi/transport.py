@@ -12,8 +12,16 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
-from jwtapi.exceptions import InvalidCredentials, InvalidRequest, MissingToken
+from werkzeug.datastructures import MultiDict
+
+from jwtapi.exceptions import InvalidCredentials, InvalidRequest, MissingToken, TokenEndpointError
+
+#: The body of the OAuth 2.0 endpoints (RFC 6749 appendix B).
+FORM = "application/x-www-form-urlencoded"
+#: Far above the five parameters any of those endpoints reads; bounds a hostile body.
+MAX_FORM_FIELDS = 64
 
 #: Query parameters that may carry an access token (``access_token`` is RFC 6750 2.3).
 QUERY_PARAMETERS = ("token", "access_token")
@@ -144,3 +152,23 @@ def _other_scheme(authorization: str | None) -> bool:
         return False
     scheme = authorization.strip().partition(" ")[0].lower()
     return scheme not in ("", "bearer")
+
+
+def parse_form(body: bytes) -> MultiDict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body, as HTML and RFC 6749 appendix B
+    read it (``+`` is a space, blank values kept).
+
+    Werkzeug's ``request.form`` reads the same but costs three times as much through its
+    general parser (a cost ``/introspect`` pays on every call). Raises
+    :class:`TokenEndpointError` for a body that is not UTF-8 or has more than
+    :data:`MAX_FORM_FIELDS` parameters (werkzeug would quietly read those as empty).
+    """
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise TokenEndpointError("the body is not UTF-8") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise TokenEndpointError(f"more than {MAX_FORM_FIELDS} parameters") from None
+    return MultiDict(pairs)

@@ -38,12 +38,12 @@ from jwtapi.routes.auth import sessions_or_404, token_response
 from jwtapi.sessions import ensure_not_revoked
 from jwtapi.stores import StoreUnavailable
 from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, Token
+from jwtapi.transport import FORM, parse_form
 
 bp = Blueprint("oauth", __name__)
 
 #: The scope a resource server's token needs for ``/introspect``.
 INTROSPECT_SCOPE = "introspect"
-FORM = "application/x-www-form-urlencoded"
 GRANT_TYPES = ("password", "refresh_token")
 
 
@@ -52,10 +52,9 @@ def _form(*required: str) -> MultiDict[str, str]:
     parameter, or a parameter sent twice (RFC 6749 section 3.2)."""
     if request.mimetype != FORM:
         raise TokenEndpointError(f"the body must be {FORM}")
-    form = request.form
-    for name in form:
-        if len(form.getlist(name)) > 1:
-            raise TokenEndpointError("a parameter was sent more than once")
+    form = parse_form(request.get_data())
+    if any(len(values) > 1 for values in form.listvalues()):
+        raise TokenEndpointError("a parameter was sent more than once")
     for name in required:
         if not form.get(name):
             raise TokenEndpointError(f"the {name} parameter is missing")
@@ -202,6 +201,15 @@ def _known_scopes() -> list[str]:
     return sorted(scopes | {INTROSPECT_SCOPE})
 
 
+def _grant_type() -> str | None:
+    """The request's ``grant_type``, None when its body cannot be read (then ``/token``
+    refuses it before any work is done)."""
+    try:
+        return _form().get("grant_type")
+    except TokenEndpointError:
+        return None
+
+
 def _limit_password_grants(state: BlueprintSetupState) -> None:
     """The login rate limit on the password grant, with ``/login``'s counters."""
     app = state.app
@@ -212,7 +220,7 @@ def _limit_password_grants(state: BlueprintSetupState) -> None:
             app,
             auth.settings,
             f"{state.name}.token",
-            exempt_when=lambda: request.form.get("grant_type") != "password",
+            exempt_when=lambda: _grant_type() != "password",
         )
 
 
