@@ -2,8 +2,10 @@
 installed by ``.ci/run``), driven by Selenium: the try-it page against a live server.
 
 Type a wrong password and see the page report the 401 and take the next try, log in, see
-``/protected`` answer with the user's name, refresh, log out, and see ``/protected``
-refused, with header tokens and with cookie tokens. The logged-in page is
+``/protected`` and ``/verify`` answer with the user's name, refresh, log out, and see
+``/protected`` refused, with header tokens and with cookie tokens. Then the standard
+OAuth 2.0 endpoints from the page: log in through ``/token``, introspect, refresh through
+``/token``, and log out through ``/revoke`` once the access token has expired. The logged-in page is
 saved as a screenshot in the test artifacts (``build/test-artifacts`` unless
 ``JWTAPI_TEST_ARTIFACTS`` says otherwise).
 """
@@ -17,14 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import PASSWORDS, LiveServer, make_server
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE
+from jwtapi.passwords import Passwords
+from jwtapi.stores import SQLUserStore, open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("JWTAPI_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
@@ -166,6 +171,14 @@ def test_log_in_call_refresh_log_out(
         browser.find_element(By.ID, "call-protected").click()
         assert json.loads(wait_for_status(browser, "GET /protected \u2192 200"))["sub"] == "alice"
 
+    # A gateway's forward auth, from the page: the same token, the same verdict.
+    browser.find_element(By.ID, "call-verify").click()
+    assert json.loads(wait_for_status(browser, "GET /verify \u2192 200"))["sub"] == "alice"
+    header_only = ["login-via", "call-token-refresh", "call-revoke", "call-introspect"]
+    shown = {name: browser.find_element(By.ID, name).is_displayed() for name in header_only}
+    # With cookie tokens the script never holds a token to put in a form body.
+    assert shown == dict.fromkeys(header_only, not cookies)
+
     browser.find_element(By.ID, "call-admin").click()
     refused = json.loads(wait_for_status(browser, "GET /protected/admin \u2192 403"))
     assert refused["error"] == "insufficient_scope"
@@ -181,6 +194,7 @@ def test_log_in_call_refresh_log_out(
     wait_for_status(browser, "GET /protected \u2192 200")
 
     browser.find_element(By.ID, "call-logout").click()
+    # A live access token: the page logs out at /logout, not /revoke.
     wait_for_status(browser, "POST /logout \u2192 204")
     assert browser.find_element(By.ID, "token-claims").text == "none"
     if cookies:
@@ -197,3 +211,101 @@ def test_log_in_call_refresh_log_out(
         if "Content Security Policy" in entry["message"]
     ]
     assert violations == []
+
+
+#: A throwaway user of a throwaway database.
+RS_PASSWORD = "rs-password-1"
+#: The standard-endpoints test's access-token lifetime: short, so that it expires in the test.
+SHORT_TTL = 2
+
+
+@pytest.fixture(scope="module")
+def oauth_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Header tokens, a short access-token lifetime, and ``rs``, who may introspect."""
+    live = make_server(
+        tmp_path_factory.mktemp("oauth-page"), JWTAPI_ACCESS_TOKEN_TTL=str(SHORT_TTL)
+    )
+    database = open_database(live.env["JWTAPI_DATABASE"])
+    try:
+        SQLUserStore(database).add("rs", Passwords().hash(RS_PASSWORD), "read introspect")
+    finally:
+        database.close()
+    live.start()
+    yield live
+    live.stop()
+
+
+#: Records what the page sends (the page calls the global fetch at each request), so the
+#: test can check the refresh token the page revoked.
+RECORD_FETCHES = """
+window.sent = [];
+const original = window.fetch;
+window.fetch = (path, options) => {
+  window.sent.push({path, body: options && options.body ? options.body.toString() : null});
+  return original(path, options);
+};
+"""
+
+
+def test_the_standard_endpoints_from_the_page(
+    browser: webdriver.Chrome, oauth_page_server: LiveServer
+) -> None:
+    live = oauth_page_server
+    browser.delete_all_cookies()
+    browser.get(f"http://localhost:{live.port}/")
+    browser.execute_script(RECORD_FETCHES)
+
+    # Log in through the token endpoint's password grant (RFC 6749 section 4.3).
+    browser.find_element(By.ID, "username").send_keys("rs")
+    browser.find_element(By.ID, "password").send_keys(RS_PASSWORD)
+    Select(browser.find_element(By.ID, "login-via")).select_by_value("token")
+    browser.find_element(By.ID, "login").click()
+    issued = json.loads(wait_for_status(browser, "POST /token \u2192 200"))
+    assert issued["token_type"] == "Bearer"
+    assert issued["refresh_token"].endswith("characters)")  # shown shortened
+    assert "Logged in as rs" in browser.find_element(By.ID, "who").text
+    first = claims(browser)
+    wait_until_ready(browser)
+
+    browser.find_element(By.ID, "call-metadata").click()
+    metadata = json.loads(
+        wait_for_status(browser, "GET /.well-known/oauth-authorization-server \u2192 200")
+    )
+    assert metadata["revocation_endpoint"] == f"http://localhost:{live.port}/revoke"
+
+    # The page's own token asks about itself: rs holds scope introspect.
+    browser.find_element(By.ID, "call-introspect").click()
+    about = json.loads(wait_for_status(browser, "POST /introspect \u2192 200"))
+    assert about["active"] is True
+    assert (about["sub"], about["jti"]) == ("rs", first["jti"])
+
+    browser.find_element(By.ID, "call-token-refresh").click()
+    wait_for_status(browser, "POST /token \u2192 200")
+    wait_until_ready(browser)
+    second = claims(browser)
+    assert second["sid"] == first["sid"]
+    assert second["jti"] != first["jti"]
+
+    # Once the access token has expired (by the browser's clock, which the condition reads),
+    # logging out takes the refresh token to /revoke: no refresh first.
+    deadline_script = "return Date.now() / 1000 >= arguments[0];"
+    WebDriverWait(browser, SHORT_TTL + 10, poll_frequency=0.2).until(
+        lambda d: d.execute_script(deadline_script, second["exp"])
+    )
+    browser.find_element(By.ID, "call-logout").click()
+    assert json.loads(wait_for_status(browser, "POST /revoke \u2192 200")) == {}
+    assert browser.find_element(By.ID, "who").text == "Logged out."
+    assert browser.find_element(By.ID, "token-claims").text == "none"
+    sent = browser.execute_script("return window.sent")
+    assert [s["path"] for s in sent][-1] == "/revoke"
+    assert "/logout" not in [s["path"] for s in sent]
+    revoked = dict(item.split("=", 1) for item in sent[-1]["body"].split("&"))
+    assert revoked["token_type_hint"] == "refresh_token"
+    # The login is over: its refresh token is refused by the token endpoint.
+    response = requests.post(
+        f"{live.url}/token",
+        data={"grant_type": "refresh_token", "refresh_token": revoked["token"]},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"

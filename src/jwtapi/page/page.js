@@ -73,12 +73,12 @@
   let busy = false;
   const REQUEST_TIMEOUT_MS = 30000;
 
-  async function call(method, path, authorization) {
+  async function call(method, path, authorization, form) {
     if (busy) return { status: 0, body: null };
     busy = true;
     for (const button of document.querySelectorAll("button")) button.disabled = true;
     try {
-      return await send(method, path, authorization);
+      return await send(method, path, authorization, form);
     } finally {
       busy = false;
       for (const button of document.querySelectorAll("button")) button.disabled = false;
@@ -88,7 +88,9 @@
   // Every request says it comes from this script: a wrong login is then challenged with
   // `Form`, not `Basic`, so the browser opens no credentials prompt of its own (which would
   // leave the fetch pending, and the page frozen) and the page gets the 401 itself.
-  async function send(method, path, authorization) {
+  // A `form` (an object) is sent as application/x-www-form-urlencoded, the body of the
+  // OAuth 2.0 endpoints.
+  async function send(method, path, authorization, form) {
     const headers = { Accept: "application/json", "X-Requested-With": "XMLHttpRequest" };
     if (authorization) headers.Authorization = authorization;
     if (cookieMode && method !== "GET") headers["X-CSRF-Token"] = csrfToken();
@@ -100,6 +102,7 @@
       response = await fetch(path, {
         method,
         headers,
+        body: form ? new URLSearchParams(form) : undefined,
         credentials: "same-origin",
         cache: "no-store",
         // Whatever else keeps an answer away (a prompt from a proxy's own challenge, a
@@ -136,6 +139,40 @@
 
   const bearer = (token) => (token ? `Bearer ${token}` : null);
 
+  // Whether the access token's exp has passed, by this browser's clock (a wrong clock is
+  // caught by the server's 401, below).
+  function expired(token) {
+    try {
+      const exp = decodeSegment(token.split(".")[1]).exp;
+      return typeof exp === "number" && exp * 1000 <= Date.now();
+    } catch (error) {
+      return true;
+    }
+  }
+
+  function loggedOut() {
+    accessToken = refreshToken = null;
+    showToken(null);
+    byId("who").textContent = "Logged out.";
+  }
+
+  // RFC 7009: revoking the refresh token ends its whole login, access tokens included.
+  async function revoke() {
+    const result = await call("POST", "/revoke", null, {
+      token: refreshToken || "",
+      token_type_hint: "refresh_token",
+    });
+    if (result.status === 200) loggedOut();
+    return result;
+  }
+
+  // The endpoints that take a raw token in their body need header tokens: with cookie
+  // tokens the script never sees one.
+  if (cookieMode) {
+    for (const element of document.querySelectorAll(".header-only")) element.hidden = true;
+    byId("cookie-note").hidden = false;
+  }
+
   // After a reload, the cookies may still hold a login this page did not make.
   if (cookieMode && csrfToken()) {
     byId("who").textContent = "A login is kept in this browser's cookies: call a route to use it.";
@@ -146,7 +183,10 @@
     const username = byId("username").value;
     const password = byId("password").value;
     byId("password").value = "";
-    const result = await call("POST", "/login", basic(username, password));
+    const result =
+      !cookieMode && byId("login-via").value === "token"
+        ? await call("POST", "/token", null, { grant_type: "password", username, password })
+        : await call("POST", "/login", basic(username, password));
     tookTokens(result);
     // Refused or unanswered (the status line says which): ready for the next try at once.
     if (result.status !== 200) byId("password").focus();
@@ -156,12 +196,31 @@
   byId("call-refresh").addEventListener("click", async () => {
     tookTokens(await call("POST", "/refresh", bearer(refreshToken)));
   });
+  // Log out: /logout takes a live access token (with cookie tokens, the refresh cookie
+  // too). Once the access token has expired, the refresh token still ends the login, at
+  // /revoke: no refresh first just to log out.
   byId("call-logout").addEventListener("click", async () => {
-    const result = await call("POST", "/logout", bearer(accessToken));
-    if (result.status === 204) {
-      accessToken = refreshToken = null;
-      showToken(null);
-      byId("who").textContent = "Logged out.";
+    if (!cookieMode && refreshToken && (!accessToken || expired(accessToken))) {
+      await revoke();
+      return;
     }
+    const result = await call("POST", "/logout", bearer(accessToken));
+    if (result.status === 204) loggedOut();
+    else if (result.status === 401 && !cookieMode && refreshToken) await revoke();
   });
+  byId("call-token-refresh").addEventListener("click", async () => {
+    tookTokens(
+      await call("POST", "/token", null, { grant_type: "refresh_token", refresh_token: refreshToken || "" }),
+    );
+  });
+  byId("call-revoke").addEventListener("click", revoke);
+  // A resource server's question about a token; here, the page's own access token asks
+  // about itself, so it needs scope introspect (else the 403 shows what is missing).
+  byId("call-introspect").addEventListener("click", () =>
+    call("POST", "/introspect", bearer(accessToken), { token: accessToken || "" }),
+  );
+  byId("call-verify").addEventListener("click", () => call("GET", "/verify", bearer(accessToken)));
+  byId("call-metadata").addEventListener("click", () =>
+    call("GET", "/.well-known/oauth-authorization-server"),
+  );
 })();
