@@ -280,8 +280,27 @@ def markdown(rows: list[Row], machine: dict[str, object]) -> str:
         "checked on every request, one primary-key probe per key.",
         "",
         *_floor_note(rows),
+        *_introspect_note(rows),
     ]
     return "\n".join(lines)
+
+
+def _introspect_note(rows: list[Row]) -> list[str]:
+    """How much of /introspect's cost is the POST itself: what an open route pays for it."""
+    by_name = {row.name: row for row in rows}
+    post = by_name.get("open form POST: worker CPU")
+    ours = by_name.get("jwtapi /introspect: worker CPU vs the same POST")
+    if post is None or ours is None or post.ratio is None or ours.ratio is None:
+        return []
+    return [
+        "Reading the `/introspect` rows: the same request (a form POST with a bearer token",
+        "and a token in its body) to an open route that only reads the form costs",
+        f"{post.ratio:.2f}x the open GET route: gunicorn reads more headers and a body.",
+        "`/introspect` adds",
+        f"{ours.ratio:.2f}x on top of that: two tokens verified (both cache hits) and two",
+        "revocation probes, one per token, since it answers revocation truthfully.",
+        "",
+    ]
 
 
 def _floor_note(rows: list[Row]) -> list[str]:
