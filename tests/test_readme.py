@@ -170,3 +170,29 @@ def test_the_library_example_runs_with_a_secret_made_as_it_says(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["{'user': 'ann'}", "401", "{'scopes': ['admin']}"]
+
+
+def test_the_token_tools_run_as_written(tmp_path: Path) -> None:
+    (script,) = [b for b in blocks(section("Commands"), "sh") if "token inspect" in b]
+    live = demo_server(tmp_path).start()
+    try:
+        result = subprocess.run(
+            ["bash", "-c", script.replace("http://127.0.0.1:5000", live.url)],
+            # The tools read the server's configuration, as they do from .env after make run.
+            env=live.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        live.stop()
+    assert result.returncode == 0, result.stderr
+    shown = shown_answers(script) + [
+        line[2:] for line in script.splitlines() if line in ("# valid", "# token revoked")
+    ]
+    assert sorted(result.stdout.splitlines()) == sorted(shown)
+    assert result.stdout.splitlines()[-2:] == ["valid", "token revoked"]
+    assert "Traceback" not in result.stderr

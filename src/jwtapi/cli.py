@@ -1,4 +1,5 @@
-"""The ``jwtapi`` command: ``serve``, ``users add|list|remove|passwd``, ``keys generate``.
+"""The ``jwtapi`` command: ``serve``, ``users add|list|remove|passwd``, ``keys generate``,
+``db upgrade``, ``token issue|inspect``.
 
 Every command reads the same configuration as the server. A bad argument or a bad
 configuration prints one line naming the problem to stderr and exits non-zero; never a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import socket
 import ssl
 import sys
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from jwtapi.exceptions import ConfigError
+from jwtapi.exceptions import ConfigError, InvalidScope
 from jwtapi.passwords import PasswordPolicyError, Passwords, check_password_policy
 from jwtapi.sessions import Revoker
 from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings, redact_url
@@ -79,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--out", type=Path, required=True, help="directory to write to")
 
+    token = commands.add_parser("token", help="issue or inspect access tokens").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    issue = token.add_parser("issue", help="print a signed access token for a user")
+    issue.add_argument("name")
+    issue.add_argument("--scope", help="a subset of the user's scopes (default: all of them)")
+    issue.add_argument("--ttl", type=_positive, help="seconds it lives (default: the setting)")
+    inspect = token.add_parser(
+        "inspect",
+        help="read a token from stdin; print its header and claims, and whether it is valid",
+    )
+    # Taken only to be refused without echoing it (argparse would print it back).
+    inspect.add_argument("given", nargs="*", help=argparse.SUPPRESS)
+
     db = commands.add_parser("db", help="manage the database").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
@@ -96,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _users(args, load_settings())
         if args.command == "db":
             return _db_upgrade(load_settings())
+        if args.command == "token":
+            if args.action == "issue":
+                return _token_issue(args, load_settings())
+            if args.given:
+                print(f"{PROG} token inspect: error: {STDIN_NOT_ARGUMENT}", file=sys.stderr)
+                return 2
+            return _token_inspect(load_settings())
         return _keys_generate(args)
     except (ConfigError, CommandError, StoreError, PasswordPolicyError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -201,6 +224,84 @@ def _read_password(from_stdin: bool) -> str:
             raise CommandError("the passwords do not match")
     check_password_policy(password)
     return password
+
+
+def _token_issue(args: argparse.Namespace, settings: Settings) -> int:
+    """Sign an access token for a user, with a login of its own (revoked like any other by
+    ``users passwd`` and ``users remove``). Only the token goes to stdout."""
+    from jwtapi.keys import load_keys
+    from jwtapi.sessions import Sessions, narrowed
+    from jwtapi.tokens import TokenService
+    from jwtapi.users import UserTable
+
+    tokens = TokenService(settings, load_keys(settings))
+    if not tokens.can_issue:
+        raise CommandError("this configuration holds no signing key: it only verifies tokens")
+    stores = open_stores(settings.database, settings.redis_url)
+    user = stores.users.get(args.name)
+    if user is None:
+        raise CommandError(f"no user {args.name!r}")
+    scope = user.scope
+    if args.scope is not None:
+        try:
+            scope = narrowed(user.scope, args.scope)
+        except InvalidScope:
+            raise CommandError(
+                f"--scope: {args.scope!r} is not a subset of {user.name}'s scope {user.scope!r}"
+            ) from None
+    revoker = Revoker(stores.families, stores.revocations, settings.leeway)
+    sessions = Sessions(tokens, revoker, UserTable(stores.users))
+    ttl = args.ttl or settings.access_token_ttl
+    print(sessions.issue_access_token(user.name, scope=scope, expires_in=ttl))
+    print(
+        f"issued an access token for {user.name} (scope {scope!r}), valid for {ttl} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _token_inspect(settings: Settings) -> int:
+    """``token inspect``: exit 0 when a protected route would accept the token, 1 if not."""
+    from jwtapi.inspection import inspect_token
+
+    found = inspect_token(_read_token(), settings)
+    print(json.dumps({"header": found.header, "claims": found.claims}, indent=2))
+    print(found.verdict)
+    return 0 if found.valid else 1
+
+
+#: Why ``token inspect`` takes no argument.
+STDIN_NOT_ARGUMENT = (
+    "give the token on stdin, not as an argument (the shell's history keeps arguments): "
+    "jwtapi token inspect < token.txt"
+)
+#: Far above any token jwtapi issues; bounds what is read from stdin.
+MAX_TOKEN_INPUT = 64 * 1024
+
+
+def _read_token() -> str:
+    """One token from stdin (never from an argument: shell history keeps those). At a
+    terminal it is asked for without echo. ``Authorization: Bearer`` before it is
+    dropped, so a header copied whole works too."""
+    if sys.stdin.isatty():
+        text = getpass.getpass("Token: ")
+    else:
+        try:
+            text = sys.stdin.buffer.read(MAX_TOKEN_INPUT + 1).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandError("the token on stdin is not UTF-8 text") from None
+        if len(text) > MAX_TOKEN_INPUT:
+            raise CommandError(f"more than {MAX_TOKEN_INPUT} bytes on stdin: not one token")
+    words = text.split()
+    if words[:1] == ["Authorization:"]:
+        words = words[1:]
+    if words[:1] and words[0].lower() in ("bearer", "dpop"):
+        words = words[1:]
+    if not words:
+        raise CommandError("no token on stdin: jwtapi token inspect < token.txt")
+    if len(words) > 1:
+        raise CommandError("more than one word on stdin: give one token")
+    return words[0]
 
 
 def _db_upgrade(settings: Settings) -> int:
