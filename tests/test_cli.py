@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 from backends import PostgresServer, RedisServer
-from conftest import JWTAPI, base_env, free_port, run_cli
+from conftest import JWTAPI, PASSWORDS, base_env, free_port, make_server, run_cli
 
 from jwtapi.keys import load_public_key
 from jwtapi.passwords import Passwords
@@ -97,6 +98,8 @@ def test_users_add_duplicate_is_refused_and_keeps_the_first(
         (["users", "add", "eve"], "", "--password-stdin"),
         (["users", "remove", "nobody"], None, "nobody"),
         (["users", "passwd", "nobody", "--password-stdin"], "long-enough-1\n", "nobody"),
+        (["users", "scope", "nobody", "read"], None, "nobody"),
+        (["users", "scope", "nobody"], None, "scope"),
         (["keys", "generate", "--algorithm", "HS256", "--out", "k"], None, "--algorithm"),
         (["serve", "--port", "0"], None, "--port"),
         (["serve", "--port", "http"], None, "--port"),
@@ -112,6 +115,35 @@ def test_bad_arguments_give_one_line(
     result = run_cli(args, env, tmp_path, stdin if stdin is not None else "")
     assert_one_line_error(result, needle)
     assert run_cli(["users", "list"], env, tmp_path).stdout == ""
+
+
+def test_users_scope_takes_effect_at_the_next_refresh(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "server").start()
+    try:
+        env = server.env
+        login = requests.post(f"{server.url}/login", auth=("alice", PASSWORDS["alice"]), timeout=10)
+        assert login.json()["scope"] == "read"
+        bad = run_cli(["users", "scope", "alice", 'read "admin'], env, tmp_path)
+        assert_one_line_error(bad, "scope")
+        changed = run_cli(["users", "scope", "alice", "admin  read"], env, tmp_path)
+        assert changed.returncode == 0, changed.stderr
+        assert changed.stdout == (
+            "set the scope of alice to 'admin read'; every login of theirs takes it at its next "
+            "refresh\n"
+        )
+        assert "alice\tadmin read\t" in run_cli(["users", "list"], env, tmp_path).stdout
+        refreshed = requests.post(
+            f"{server.url}/refresh",
+            headers={"Authorization": f"Bearer {login.json()['refresh_token']}"},
+            timeout=10,
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        assert refreshed.json()["scope"] == "admin read"
+        cleared = run_cli(["users", "scope", "alice", ""], env, tmp_path)
+        assert cleared.returncode == 0, cleared.stderr
+        assert "alice\t-\t" in run_cli(["users", "list"], env, tmp_path).stdout
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(

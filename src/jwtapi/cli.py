@@ -1,4 +1,4 @@
-"""The ``jwtapi`` command: ``serve``, ``users add|list|remove|passwd``, ``keys generate``,
+"""The ``jwtapi`` command: ``serve``, ``users add|list|remove|passwd|scope``, ``keys generate``,
 ``db upgrade``, ``token issue|inspect``.
 
 Every command reads the same configuration as the server. A bad argument or a bad
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_parser("list", help="list users")
     remove = users.add_parser("remove", help="remove a user")
     remove.add_argument("name")
+    scope = users.add_parser("scope", help="replace a user's scopes")
+    scope.add_argument("name")
+    scope.add_argument("scope", help='space-separated scopes, e.g. "read admin"; "" for none')
     passwd = users.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
     passwd.add_argument(
@@ -191,6 +194,13 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
             raise
         logins = revoker.revoke_user(args.name)
         print(f"removed user {args.name}; revoked the tokens of {logins} login(s)")
+        return 0
+    if args.action == "scope":
+        scope = users.set_scope(args.name, args.scope)
+        print(
+            f"set the scope of {args.name} to {scope!r}; every login of theirs takes it at its "
+            "next refresh"
+        )
         return 0
     if args.action == "passwd" and users.get(args.name) is None:
         raise CommandError(f"no user {args.name!r}")

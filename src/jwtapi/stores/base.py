@@ -63,6 +63,9 @@ class UserStore(Protocol):
     def upgrade_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` only if it is still the stored one."""
 
+    def set_scope(self, name: str, scope: str) -> str:
+        """Replace a user's scopes; return them normalised. :class:`UnknownUser` if none."""
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
 

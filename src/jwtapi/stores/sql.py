@@ -166,6 +166,15 @@ class SQLUserStore:
             if cursor.rowcount == 0:
                 raise UnknownUser(f"no user {name!r}")
 
+    def set_scope(self, name: str, scope: str) -> str:
+        """Replace a user's scopes; return them normalised."""
+        normalized = normalize_scope(scope)
+        with self.db.transaction() as db:
+            cursor = db.execute("UPDATE users SET scope = ? WHERE name = ?", (normalized, name))
+            if cursor.rowcount == 0:
+                raise UnknownUser(f"no user {name!r}")
+        return normalized
+
     def upgrade_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` only if it is still the stored one."""
         with self.db.transaction() as db:
