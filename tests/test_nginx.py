@@ -133,15 +133,19 @@ class Service:
 # nginx, running the snippet ---------------------------------------------------------------
 
 
-def render(jwtapi_port: int, backend_port: int, port: int) -> str:
-    """The snippet with the real addresses in place of its placeholders."""
-    text = SNIPPET.read_text("utf-8")
+def render(
+    jwtapi_port: int, backend_port: int, port: int, text: str | None = None, upstream: bool = True
+) -> str:
+    """The snippet (or ``text``) with the real addresses in place of its placeholders:
+    ``server ADDRESS;`` lines of upstream blocks, or ``http://ADDRESS`` in ``proxy_pass``."""
+    text = SNIPPET.read_text("utf-8") if text is None else text
+    jwtapi, backend = ("server {};", "server {};") if upstream else ("http://{}", "http://{}")
     for placeholder, real in (
-        (JWTAPI_PLACEHOLDER, f"server 127.0.0.1:{jwtapi_port};"),
-        (BACKEND_PLACEHOLDER, f"server 127.0.0.1:{backend_port};"),
+        (jwtapi.format("127.0.0.1:5000"), jwtapi.format(f"127.0.0.1:{jwtapi_port}")),
+        (backend.format("127.0.0.1:8080"), backend.format(f"127.0.0.1:{backend_port}")),
         (LISTEN_PLACEHOLDER, f"listen 127.0.0.1:{port};"),
     ):
-        assert text.count(placeholder) == 1, f"{SNIPPET.name}: not one {placeholder!r}"
+        assert text.count(placeholder) == 1, f"not one {placeholder!r} in:\n{text}"
         text = text.replace(placeholder, real)
     return text
 
@@ -173,6 +177,8 @@ class Nginx:
     backend_port: int
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: The configuration to run, with its placeholders (default: the snippet's file).
+    config: str | None = None
 
     @property
     def url(self) -> str:
@@ -185,8 +191,9 @@ class Nginx:
     def start(self) -> Nginx:
         program, version = nginx_program()
         self.prefix.mkdir(parents=True, exist_ok=True)
+        upstream = self.config is None
         (self.prefix / SNIPPET.name).write_text(
-            render(self.jwtapi_port, self.backend_port, self.port), "utf-8"
+            render(self.jwtapi_port, self.backend_port, self.port, self.config, upstream), "utf-8"
         )
         p = self.prefix
         temp = "".join(
@@ -361,6 +368,34 @@ def refusal_headers(case: str, jwtapi: LiveServer) -> dict[str, str]:
     assert case == "revoked"
     assert jwtapi.post("/logout", token).status_code == 204
     return bearer(token)
+
+
+def test_the_readme_configuration_runs_as_written(
+    tmp_path: Path, jwtapi: LiveServer, service: Service
+) -> None:
+    """The README's short configuration, as it is printed: the subject passed on, a 401
+    passed back with jwtapi's challenge, and the service shielded from refused requests."""
+    readme = (SNIPPET.parent.parent.parent / "README.md").read_text("utf-8")
+    section = readme.split("\n## Guarding a service in any language\n", 1)[1].split("\n## ")[0]
+    (short,) = [b for b in re.findall(r"```nginx\n(.*?)```", section, re.DOTALL) if "listen" in b]
+    lines = [line for line in short.splitlines() if line.strip() not in ("", "}")]
+    assert len(lines) <= 12, "the README promises about ten lines"
+    gateway = Nginx(tmp_path / "nginx", jwtapi.port, service.port, config=short).start()
+    try:
+        alice = jwtapi.login("alice")["access_token"]
+        passed = gateway.get("/orders", **bearer(alice), **FORGED)
+        assert passed.status_code == 200, passed.text
+        (seen,) = service.seen
+        assert seen.values("X-Auth-Subject") == ["alice"]
+        for case, description in REFUSALS.items():
+            refused = gateway.get("/orders", **refusal_headers(case, jwtapi))
+            assert refused.status_code == 401, case
+            challenge = refused.headers["WWW-Authenticate"]
+            assert challenge.startswith('Bearer realm="jwtapi"'), case
+            assert description in challenge or case == "missing", case
+        assert len(service.seen) == 1, "the service saw a refused request"
+    finally:
+        gateway.stop()
 
 
 #: Each kind of 401, and the description jwtapi gives it.
