@@ -65,7 +65,7 @@ def test_before_any_success_nothing_is_held() -> None:
     assert clock.slept == []
 
 
-def test_refusals_do_not_move_the_floor_and_the_window_forgets() -> None:
+def test_fast_refusals_do_not_move_the_floor_and_the_window_forgets() -> None:
     clock = FakeClock()
     timing = UniformTiming(window=3, clock=clock, sleep=clock.sleep)
     for _ in range(3):
@@ -89,3 +89,24 @@ def test_an_exception_is_held_too_and_passes_through() -> None:
     with pytest.raises(LookupError):
         timing.run(broken)
     assert clock.slept == [pytest.approx(0.050)]
+
+
+def test_a_refusal_slower_than_the_floor_raises_it() -> None:
+    """The machine got busier: wrong passwords (a hash) now take 0.130 s, and the unknown
+    users between them are held to that, not to the 0.090 s of quieter times."""
+    clock = FakeClock()
+    timing = UniformTiming(window=8, clock=clock, sleep=clock.sleep)
+    for _ in range(8):
+        timing.run(check_taking(clock, 0.090, "ann"))
+    held = []
+    for _ in range(8):
+        timing.run(check_taking(clock, 0.130, None))  # a wrong password
+        started = clock.now
+        timing.run(check_taking(clock, 0.001, None))  # an unknown user
+        held.append(clock.now - started)
+    assert timing.floor == pytest.approx(0.130)
+    assert held[-4:] == [pytest.approx(0.130)] * 4
+    # Before any success there is nothing to follow: no floor, nothing recorded.
+    fresh = UniformTiming(clock=clock, sleep=clock.sleep)
+    fresh.run(check_taking(clock, 0.130, None))
+    assert fresh.floor == 0.0

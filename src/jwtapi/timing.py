@@ -4,7 +4,10 @@ An app's own check is often ``if user is None or not user.check(password)``: an 
 user is refused at once, a known one after a password hash, and the difference tells an
 attacker which usernames exist. :class:`UniformTiming` measures the checks that succeed
 (each of which verified a hash) and holds every refusal until the median of those has
-passed, so an unknown user, a wrong password and a right one take as long. The jwtapi
+passed, so an unknown user, a wrong password and a right one take as long. A refusal
+slower than that median did real work too (a hash, on a machine now busier than when the
+median was taken), so it joins the samples: the floor follows the load up at once, and
+an unknown user is never answered faster than a wrong password for long. The jwtapi
 service's own check already does a dummy verification for unknown users; there this costs
 nothing. Free of Flask.
 """
@@ -46,7 +49,8 @@ class UniformTiming:
             return median(self._successes) if self._successes else 0.0
 
     def run(self, check: Callable[[], T | None]) -> T | None:
-        """``check()``, timed: a result is recorded, a None held up to :attr:`floor`.
+        """``check()``, timed: a result is recorded, a None held up to :attr:`floor` (or,
+        slower than it, recorded too).
 
         An exception from ``check`` passes through, held the same way.
         """
@@ -64,6 +68,10 @@ class UniformTiming:
         return result
 
     def _hold(self, started: float) -> None:
-        remaining = self.floor - (self._clock() - started)
-        if remaining > 0:
-            self._sleep(remaining)
+        elapsed = self._clock() - started
+        with self._lock:
+            floor = median(self._successes) if self._successes else 0.0
+            if self._successes and elapsed > floor:
+                self._successes.append(elapsed)
+        if floor > elapsed:
+            self._sleep(floor - elapsed)
