@@ -196,3 +196,47 @@ def test_the_token_tools_run_as_written(tmp_path: Path) -> None:
     assert sorted(result.stdout.splitlines()) == sorted(shown)
     assert result.stdout.splitlines()[-2:] == ["valid", "token revoked"]
     assert "Traceback" not in result.stderr
+
+
+def test_the_client_example_runs_as_written(tmp_path: Path) -> None:
+    section_text = section("Clients and test suites")
+    (example,) = [b for b in blocks(section_text, "python") if "JWTAPIAuth(" in b]
+    live = demo_server(tmp_path).start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", example.replace("http://127.0.0.1:5000", live.url)],
+            env={**os.environ, "DEMO_PASSWORD": DEMO_PASSWORD},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        log = live.log()
+    finally:
+        live.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["demo", "demo"]
+    # One login for both clients, and the logout at the end.
+    assert log.count('"POST /login HTTP/1.1" 200') == 1
+    assert log.count('"POST /logout HTTP/1.1" 204') == 1
+
+
+def test_the_plugin_example_runs_as_written(tmp_path: Path) -> None:
+    section_text = section("Clients and test suites")
+    (tests,) = [b for b in blocks(section_text, "python") if "jwtapi_server" in b]
+    (app,) = blocks(section("As a library"), "python")[:1]
+    (tmp_path / "app.py").write_text(app, "utf-8")
+    (tmp_path / "test_example.py").write_text(tests, "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWTAPI_", "PYTEST_"))}
+    env["JWTAPI_SECRET_KEY"] = "a-test-secret-of-more-than-32-bytes-0123456789"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        env={**env, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
