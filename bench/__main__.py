@@ -230,6 +230,22 @@ def http_rows(quick: bool) -> list[Row]:
             hash_us / login.cpu_us_per_request >= 0.9,
         )
     )
+    # Operations (issue 16): metrics and JSON logs on against the same route with them off,
+    # two servers side by side, interleaved.
+    off, on = http.measure_operations(rounds, seconds, connections=4)
+    ratio = on.cpu_us_per_request / off.cpu_us_per_request
+    rows.append(
+        Row(
+            "HTTP, 2 workers",
+            "jwtapi protected, metrics and JSON logs on: worker CPU",
+            on.cpu_us_per_request,
+            "us/request",
+            ratio,
+            f"the same, both off: {off.cpu_us_per_request:.0f} us",
+            "<= 1.1x",
+            ratio <= 1.1,
+        )
+    )
     return rows
 
 

@@ -72,8 +72,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(workers: int) -> Iterator[Server]:
-    """Start the bench server with ``workers`` workers; stop it afterwards."""
+def server(workers: int, operations: bool = False) -> Iterator[Server]:
+    """Start the bench server with ``workers`` workers (``operations``: with metrics and
+    JSON logs on); stop it afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="jwtapi-bench-http-"))
     port = free_port()
     tokens_file = workdir / "tokens.json"
@@ -81,6 +82,8 @@ def server(workers: int) -> Iterator[Server]:
         sys.executable, "-m", "bench.serve", "--port", str(port), "--workers", str(workers),
         "--workdir", str(workdir), "--tokens", str(tokens_file),
     ]  # fmt: skip
+    if operations:
+        command += ["--metrics-port", str(free_port()), "--log-format", "json"]
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -176,3 +179,33 @@ def measure(workers: int, rounds: int, seconds: float, connections: int,
         )
         for name, runs in samples.items()
     ]
+
+
+def measure_operations(
+    rounds: int, seconds: float, connections: int
+) -> tuple[HTTPResult, HTTPResult]:
+    """The protected route on two servers side by side, interleaved: metrics and JSON logs
+    off, then on (every request then counts its check, times its route, and writes a JSON
+    access line). Medians of each, as :func:`measure`."""
+    with server(2) as off, server(2, operations=True) as on:
+        servers = {"off": off, "on": on}
+        samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, running in servers.items():
+                header = f"Authorization: Bearer {running.tokens['access_token']}"
+                before = running.cpu_seconds()
+                count, rps, p99 = wrk(
+                    running.url + "/protected", seconds, connections, None, header
+                )
+                cpu = running.cpu_seconds() - before
+                samples[name].append((rps, p99, cpu / max(count, 1) * 1e6))
+    off_result, on_result = (
+        HTTPResult(
+            f"jwtapi protected, operations {name}",
+            statistics.median(s[0] for s in samples[name]),
+            statistics.median(s[1] for s in samples[name]),
+            statistics.median(s[2] for s in samples[name]),
+        )
+        for name in ("off", "on")
+    )
+    return off_result, on_result

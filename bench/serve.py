@@ -8,6 +8,10 @@ verification with ``/login``'s parameters and nothing else: what ``/login`` cost
 least). Before serving it writes the tokens and credentials the load generator needs to
 ``--tokens``.
 
+With ``--metrics-port`` it records jwtapi's metrics (served by the master on that port,
+as ``JWTAPI_METRICS_ADDRESS`` does); ``--log-format json`` makes every line JSON: the
+operations row of ``make bench`` measures both on against both off.
+
 Run: ``python -m bench.serve --port P --workers N --workdir DIR --tokens FILE``.
 """
 
@@ -24,6 +28,7 @@ from flask_jwt_extended import JWTManager, create_access_token, jwt_required
 
 from jwtapi.app import create_app
 from jwtapi.extension import JWTAuth
+from jwtapi.metrics import MultiprocessDirectory
 from jwtapi.passwords import Passwords
 from jwtapi.server import ServeOptions, serve
 from jwtapi.settings import parse_settings
@@ -39,16 +44,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--tokens", type=Path, required=True)
+    parser.add_argument("--metrics-port", type=int, help="record and serve the metrics")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args()
 
-    secret = secrets.token_urlsafe(48)
-    settings = parse_settings(
-        {
-            "JWTAPI_SECRET_KEY": secret,
-            "JWTAPI_DATABASE": str(args.workdir / "bench.sqlite3"),
-            "JWTAPI_LOGIN_RATE_LIMIT": "off",
-        }
-    )
+    values = {
+        "JWTAPI_SECRET_KEY": secrets.token_urlsafe(48),
+        "JWTAPI_DATABASE": str(args.workdir / "bench.sqlite3"),
+        "JWTAPI_LOGIN_RATE_LIMIT": "off",
+        "JWTAPI_LOG_FORMAT": args.log_format,
+    }
+    if args.metrics_port is None:
+        run(args, values)
+        return
+    # As `jwtapi serve` does: the multiprocess directory before the app is built.
+    values["JWTAPI_METRICS_ADDRESS"] = f"127.0.0.1:{args.metrics_port}"
+    with MultiprocessDirectory.create():
+        run(args, values)
+
+
+def run(args: argparse.Namespace, values: dict[str, str]) -> None:
+    """Build the app of ``values``, write the tokens, serve until terminated."""
+    settings = parse_settings(values)
+    secret = values["JWTAPI_SECRET_KEY"]
     users = open_user_store(settings.database)
     if users.get("bench") is None:
         users.add("bench", Passwords().hash(PASSWORD), "read")

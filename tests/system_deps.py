@@ -59,6 +59,10 @@ NEEDS: tuple[Need, ...] = (
     Need("curl", "curl", ("curl",)),
     # tests/test_nginx.py: deploy/nginx's auth_request configuration in front of a backend.
     Need("nginx", "nginx", ("nginx",), service="nginx"),
+    # tests/test_live_metrics.py: `promtool check metrics` on a scrape of /metrics. Debian
+    # ships it in the Prometheus server's package, which starts that server on install
+    # (its recommended node exporter is left out: --no-install-recommends).
+    Need("promtool", "promtool", ("prometheus",), service="prometheus"),
 )
 #: What each group's tests prove, for the summary of a run that leaves them out.
 GROUPS: dict[str, str] = {
@@ -68,6 +72,7 @@ GROUPS: dict[str, str] = {
     "browser": "the try-it page in headless Chromium",
     "curl": "the README's curl walkthrough",
     "nginx": "a service in any language guarded by nginx and /verify",
+    "promtool": "the metrics scrape passing Prometheus's promtool check metrics",
 }
 
 

@@ -54,6 +54,7 @@ EXPECTED = [
     "jwtapi protected: throughput",
     "/login (argon2id): throughput",
     "/login throughput per CPU vs argon2id alone",
+    "jwtapi protected, metrics and JSON logs on: worker CPU",
 ]
 
 

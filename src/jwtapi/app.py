@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from jwtapi.errors import register_json_errors
 from jwtapi.extension import JWTAuth, no_store_for_query_tokens, settings_from_config
 from jwtapi.passwords import Passwords
+from jwtapi.requestid import RequestID
 from jwtapi.routes import Service, register_routes
 from jwtapi.settings import Settings
 from jwtapi.stores import RedisRevocationStore, Stores, StoreUnavailable, open_stores
@@ -38,6 +39,10 @@ class _JWTAPIFlask(Flask):
 def create_app(config: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the service: validate settings, parse keys, open the database, add routes.
 
+    Every answer carries ``X-Request-ID`` (:mod:`jwtapi.requestid`); with
+    ``JWTAPI_METRICS_ADDRESS`` the app records the metrics that ``jwtapi serve``'s master
+    serves (:mod:`jwtapi.metrics`).
+
     ``config`` is put into ``app.config`` first; its ``JWTAPI_*`` keys win over the
     environment and ``.env``. A ready :class:`Settings` skips that reading altogether.
     Raises :class:`~jwtapi.exceptions.ConfigError` on a bad configuration.
@@ -51,9 +56,15 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
 
     stores = open_stores(settings.database, settings.redis_url)
     _warn_about_redis(stores)
+    # Metrics on: the multiprocess ones, whose files the gunicorn master serves.
+    metrics = None
+    if settings.metrics_address is not None:
+        from jwtapi.metrics import Metrics
+
+        metrics = Metrics.of(None)
     # The service is the library over its own user table: the same extension, callbacks
     # and blueprint an app with its own users registers.
-    auth = JWTAuth(app, settings=settings, stores=stores)
+    auth = JWTAuth(app, settings=settings, stores=stores, metrics=metrics)
     users = UserTable(stores.users, Passwords())
     auth.verify_password(users.verify_password)
     auth.load_identity(users.load_identity)
@@ -71,6 +82,9 @@ def create_app(config: Mapping[str, Any] | None = None, settings: Settings | Non
         response.headers["X-Content-Type-Options"] = "nosniff"
         return no_store_for_query_tokens(response)
 
+    # X-Request-ID on every answer; inside ProxyFix, so the audit trail's client address
+    # is the one ProxyFix found.
+    app.wsgi_app = RequestID(app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]

@@ -3,7 +3,8 @@
 
 Every command reads the same configuration as the server. A bad argument or a bad
 configuration prints one line naming the problem to stderr and exits non-zero; never a
-traceback.
+traceback. ``users passwd``, ``users remove`` and ``token issue`` write their audit line
+where ``JWTAPI_AUDIT_LOG`` says (``-``: stderr).
 """
 
 from __future__ import annotations
@@ -11,20 +12,34 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
+import os
 import socket
 import ssl
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+from jwtapi.audit import AuditTrail, configure_trail
+from jwtapi.events import Events
 from jwtapi.exceptions import ConfigError, InvalidScope
 from jwtapi.passwords import PasswordPolicyError, Passwords, check_password_policy
 from jwtapi.sessions import Revoker
-from jwtapi.settings import ALGORITHMS, HMAC_ALGORITHMS, Settings, load_settings, redact_url
+from jwtapi.settings import (
+    ALGORITHMS,
+    HMAC_ALGORITHMS,
+    PREFIX,
+    Settings,
+    load_settings,
+    redact_url,
+)
 from jwtapi.stores import open_database, open_stores
 from jwtapi.stores.base import StoreError, UnknownUser
+
+if TYPE_CHECKING:
+    from jwtapi.metrics import MultiprocessDirectory
 
 PROG = "jwtapi"
 
@@ -110,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return _serve(args)
+            return _serve(args, argv)
         if args.command == "users":
             return _users(args, load_settings())
         if args.command == "db":
@@ -133,10 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from jwtapi.app import create_app
-    from jwtapi.server import ServeOptions, serve
-
+def _serve(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """``jwtapi serve``. With metrics on, it first makes the multiprocess directory and
+    runs itself again with ``PROMETHEUS_MULTIPROC_DIR`` in its environment (the same
+    process: the workers inherit it, and prometheus-client sees it before its import)."""
     if (args.certfile is None) != (args.keyfile is None):
         raise CommandError("--certfile and --keyfile go together: give both or neither")
     for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
@@ -153,18 +168,70 @@ def _serve(args: argparse.Namespace) -> int:
             ) from None
     _check_listen(args.host, args.port)
     settings = load_settings()
+    directory: MultiprocessDirectory | None = None
+    if settings.metrics_address is not None:
+        host, port = settings.metrics_address
+        if port == args.port:
+            raise CommandError(
+                f"{PREFIX}METRICS_ADDRESS: port {port} is the API's (--port): give the "
+                "metrics a port of their own"
+            )
+        _check_listen(host, port, f"{PREFIX}METRICS_ADDRESS")
+        directory = _metrics_directory(argv)
+    try:
+        return _run_server(args, settings)
+    finally:
+        if directory is not None:
+            directory.remove()
+
+
+def _run_server(args: argparse.Namespace, settings: Settings) -> int:
+    from jwtapi.app import create_app
+    from jwtapi.logging import JSON, JSONFormatter
+    from jwtapi.server import ServeOptions, serve
+
+    if settings.log_format == JSON:
+        # Until gunicorn's own handlers take over: the lines of start-up, JSON too.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JSONFormatter())
+        logging.getLogger().handlers = [handler]
+        logging.getLogger("jwtapi").propagate = True
+    configure_trail(settings)
     app = create_app(settings=settings)
     options = ServeOptions(args.host, args.port, args.workers, args.certfile, args.keyfile)
     serve(app, settings, options)
     return 0
 
 
-def _check_listen(host: str, port: int) -> None:
-    """Refuse at once, in one line, an address gunicorn could not listen on."""
+def _metrics_directory(argv: Sequence[str] | None) -> MultiprocessDirectory:
+    """The multiprocess directory this process made before it re-executed itself; or a
+    new one, and the re-execution (which does not return)."""
+    from jwtapi.metrics import MultiprocessDirectory
+
+    inherited = MultiprocessDirectory.inherited()
+    if inherited is not None:
+        return inherited
+    directory = MultiprocessDirectory.create()
+    command = list(sys.orig_argv) if argv is None else ["-m", "jwtapi", *argv]
+    if argv is not None:
+        command.insert(0, sys.executable)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, command)  # noqa: S606 - this very program, again
+    except OSError as exc:
+        directory.remove()
+        raise CommandError(f"cannot start the server again: {exc.strerror or exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_listen(host: str, port: int, setting: str | None = None) -> None:
+    """Refuse at once, in one line, an address gunicorn (or, naming ``setting``, the
+    metrics listener) could not listen on."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        raise CommandError(f"--host: cannot resolve {host}") from None
+        raise CommandError(f"{setting or '--host'}: cannot resolve {host}") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -172,14 +239,24 @@ def _check_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             raise CommandError(
-                f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                f"{setting or '--port'}: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
+
+
+def _audited() -> Events:
+    """The events of a CLI command, written to the audit trail (no request: no id, no
+    client address)."""
+    events = Events()
+    AuditTrail().subscribe(events)
+    return events
 
 
 def _users(args: argparse.Namespace, settings: Settings) -> int:
     stores = open_stores(settings.database, settings.redis_url)
     users = stores.users
-    revoker = Revoker(stores.families, stores.revocations, settings.leeway)
+    if args.action in ("passwd", "remove"):
+        configure_trail(settings, sys.stderr)
+    revoker = Revoker(stores.families, stores.revocations, settings.leeway, _audited())
     if args.action == "list":
         for user in users.list():
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(user.created_at))
@@ -189,8 +266,9 @@ def _users(args: argparse.Namespace, settings: Settings) -> int:
         try:
             users.remove(args.name)
         except UnknownUser:
-            # Already gone, perhaps by a removal whose revocations an outage cut short.
-            revoker.revoke_user(args.name)
+            # Already gone, perhaps by a removal whose revocations an outage cut short
+            # (and no known user's name: not for the audit trail).
+            revoker.revoke_user(args.name, audited=False)
             raise
         logins = revoker.revoke_user(args.name)
         print(f"removed user {args.name}; revoked the tokens of {logins} login(s)")
@@ -259,7 +337,8 @@ def _token_issue(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError(
                 f"--scope: {args.scope!r} is not a subset of {user.name}'s scope {user.scope!r}"
             ) from None
-    revoker = Revoker(stores.families, stores.revocations, settings.leeway)
+    configure_trail(settings, sys.stderr)
+    revoker = Revoker(stores.families, stores.revocations, settings.leeway, _audited())
     sessions = Sessions(tokens, revoker, UserTable(stores.users))
     ttl = args.ttl or settings.access_token_ttl
     print(sessions.issue_access_token(user.name, scope=scope, expires_in=ttl))

@@ -20,12 +20,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from flask import Flask, Response, current_app, has_app_context
+from flask import Flask, Response, current_app, has_app_context, has_request_context, request
 from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError as LimitsStorageError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
 
+from jwtapi import events as ev
 from jwtapi.exceptions import (
     AuthError,
     CSRFRejected,
@@ -227,10 +228,7 @@ def register_json_errors(app: Flask) -> None:
 def _error_handler() -> Callable[[AuthError], Any] | None:
     """The current app's ``@auth.error_handler`` (the extension's state is looked up by
     its key: this module sits below :mod:`jwtapi.extension`)."""
-    if not has_app_context():
-        return None
-    state = current_app.extensions.get("jwtapi")
-    handler: Callable[[AuthError], Any] | None = getattr(state, "error_handler", None)
+    handler: Callable[[AuthError], Any] | None = getattr(_state(), "error_handler", None)
     return handler
 
 
@@ -243,16 +241,57 @@ def _from_script(environ: Mapping[str, Any] | None) -> bool:
 def rate_limited(exc: RateLimitExceeded) -> AuthHTTPException:
     """429 ``rate_limited`` for a login over its limit: ``Retry-After`` the limit's whole
     window (an upper bound, never 0, never too soon), and never cached; its body is the
-    ``@auth.error_handler``'s when there is one, as for every refusal."""
+    ``@auth.error_handler``'s when there is one, as for every refusal.
+
+    The refusal is an event of the app's sessions (``login_rate_limited``)."""
     window = exc.limit.limit.get_expiry()
+    sessions = getattr(_state(), "sessions", None)
+    if sessions is not None and has_request_context():
+        from jwtapi.ratelimit import attempted_username
+
+        scope = exc.limit.scope
+        sessions.login_rate_limited(
+            attempted_username(), request.endpoint or "", scope if isinstance(scope, str) else ""
+        )
     return AuthHTTPException(RateLimited(exc.description or None, retry_after=window))
 
 
 def store_unavailable(exc: Exception) -> AuthHTTPException:
     """503 for a database, Redis or counters outage. Fail closed: no login without its
-    rate limit, no token without its checks."""
+    rate limit, no token without its checks.
+
+    Each is a ``store_unavailable`` event; the rate-limit counters' outage (they guard the
+    logins only) a ``login_unavailable`` one too."""
     log.warning("refusing a request: %s", _describe(exc))
+    store = _store_of(exc)
+    state = _state()
+    events: ev.Events | None = getattr(state, "events", None)
+    if events is not None:
+        events.emit(ev.STORE_UNAVAILABLE, store=store)
+        sessions = getattr(state, "sessions", None)
+        if isinstance(exc, LimitsStorageError) and sessions is not None:
+            sessions.login_unavailable(store)
     return AuthHTTPException(StateUnavailable())
+
+
+def _state() -> Any:
+    """The current app's ``AuthState``, looked up by its key (this module sits below
+    :mod:`jwtapi.extension`), or None."""
+    if not has_app_context():
+        return None
+    return current_app.extensions.get("jwtapi")
+
+
+def _store_of(exc: Exception) -> str:
+    """Which dependency ``exc`` says did not answer: ``database`` or ``redis`` (the login
+    counters are in Redis, or in a SQLite file beside the database)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.store
+    if isinstance(exc, LimitsStorageError):
+        import redis
+
+        return "redis" if isinstance(exc.storage_error, redis.RedisError) else "database"
+    return "database"
 
 
 def _describe(exc: Exception) -> str:

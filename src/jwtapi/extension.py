@@ -6,6 +6,10 @@ with cookie tokens on and no token in the header or query, :mod:`jwtapi.cookies`
 checked, and the verified :class:`~jwtapi.tokens.Token` is put on ``g`` for
 :data:`current_token`. A failure at any step is one :class:`~jwtapi.exceptions.AuthError`,
 raised as a Werkzeug ``HTTPException`` by :mod:`jwtapi.errors`.
+
+Each check is a ``token_checked`` event (:mod:`jwtapi.events`) of the app's
+:class:`AuthState`: counted when the app records metrics (``JWTAuth(app, metrics=...)``),
+free otherwise.
 """
 
 from __future__ import annotations
@@ -16,13 +20,25 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar, overload
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from flask import Blueprint, Flask, Request, Response, after_this_request, current_app, g, request
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    after_this_request,
+    current_app,
+    g,
+    has_request_context,
+    request,
+)
 from flask.globals import app_ctx
 from werkzeug.local import LocalProxy
 
+from jwtapi import events as ev
+from jwtapi.audit import AuditTrail
 from jwtapi.cookies import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
@@ -37,11 +53,14 @@ from jwtapi.exceptions import (
     InsufficientScope,
     InsufficientUserAuthentication,
     InvalidToken,
+    KeySourceUnavailable,
     MissingToken,
     StateUnavailable,
 )
 from jwtapi.identity import Identity
 from jwtapi.keys import KeySet, load_keys
+from jwtapi.requestid import ENVIRON_KEY as REQUEST_ID_KEY
+from jwtapi.requestid import STARTED_KEY
 from jwtapi.sessions import Revoker, Sessions, ensure_not_revoked
 from jwtapi.settings import PREFIX, Settings, parse_settings, read_environment, redact_url
 from jwtapi.stores import (
@@ -53,6 +72,11 @@ from jwtapi.stores import (
 )
 from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, Token, TokenPair, TokenService
 from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from jwtapi.metrics import Metrics
 
 EXTENSION_KEY = "jwtapi"
 log = logging.getLogger("jwtapi")
@@ -76,6 +100,8 @@ class AuthState:
     sessions: Sessions | None = None
     #: The extension, for the callbacks registered on it after ``init_app``.
     extension: JWTAuth | None = None
+    #: What this app's authentication emits (metrics and the audit trail listen).
+    events: ev.Events = field(default_factory=ev.Events)
 
     @property
     def error_handler(self) -> Callable[[AuthError], Any] | None:
@@ -104,6 +130,17 @@ class JWTAuth:
     The whole lifecycle for an app's own users: register :meth:`verify_password` (and,
     optionally, :meth:`load_identity`, :meth:`load_user`, :meth:`error_handler`), then
     :attr:`blueprint` for ``POST /login``, ``/refresh`` and ``/logout``.
+
+    Operations (README "Operations"): the audit trail of logins, refreshes, reuse,
+    logouts and revocations goes to logger ``jwtapi.audit`` (where the app's logging
+    configuration sends it; a refused login's username only when ``@auth.load_identity``
+    knows it, else ``<unknown>``). With ``metrics=registry`` (a
+    ``prometheus_client.CollectorRegistry``) the app records jwtapi's metrics in that
+    registry: the counters of ``jwtapi serve``, ``jwtapi_request_duration_seconds`` by
+    route and ``jwtapi_revocations_kept``, for the app to expose (``make_wsgi_app``).
+    Without it nothing is recorded and nothing is paid. Wrap ``app.wsgi_app`` in
+    :class:`jwtapi.requestid.RequestID` for ``X-Request-ID`` (and the ``request_id`` of
+    the audit lines).
     """
 
     def __init__(
@@ -113,10 +150,12 @@ class JWTAuth:
         settings: Settings | None = None,
         revocations: RevocationStore | None = None,
         stores: Stores | None = None,
+        metrics: CollectorRegistry | Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._revocations = revocations
         self._stores = stores
+        self._metrics = metrics
         self.password_verifier: Callable[[str, str], Identity | None] | None = None
         self.identity_loader: Callable[[str], Identity | None] | None = None
         self.user_loader: Callable[[Token], Any] | None = None
@@ -137,7 +176,9 @@ class JWTAuth:
             or self._settings
             or settings_from_config(app.config, instance_path=app.instance_path)
         )
-        keys = load_keys(settings)
+        events = ev.Events()
+        AuditTrail(_request_context).subscribe(events)
+        keys = load_keys(settings, events)
         tokens = TokenService(settings, keys)
         stores = self._stores
         if stores is None and keys.can_sign:
@@ -145,14 +186,16 @@ class JWTAuth:
         sessions: Sessions | None = None
         if stores is not None:
             revocations = self._revocations or stores.revocations
-            revoker = Revoker(stores.families, revocations, settings.leeway)
+            revoker = Revoker(stores.families, revocations, settings.leeway, events)
             sessions = Sessions(tokens, revoker, _Callbacks(self))
         else:
             revocations = self._revocations or open_revocations(
                 settings.database, settings.redis_url
             )
+        if self._metrics is not None:
+            _record_metrics(app, self._metrics, events, revocations)
         app.extensions[EXTENSION_KEY] = AuthState(
-            settings, keys, tokens, revocations, sessions, self
+            settings, keys, tokens, revocations, sessions, self, events
         )
         # An AuthError raised in the app's own views gets its RFC 6750 answer, not a 500;
         # and a refusal stays the complete answer it is even where another extension
@@ -217,7 +260,53 @@ class JWTAuth:
         and a refresh token whose family is recorded, so they refresh, log out and are
         revoked by :meth:`revoke_user` like a login's."""
         identity = Identity(subject, scope, claims or {})
-        return auth_state().require_sessions().start(identity)
+        return auth_state().require_sessions().issue(identity)
+
+
+def _record_metrics(
+    app: Flask,
+    metrics: CollectorRegistry | Metrics,
+    events: ev.Events,
+    revocations: RevocationStore,
+) -> None:
+    """Record ``events`` in ``metrics`` (a registry's, or the service's multiprocess
+    ones), and time every request of ``app`` by its URL rule."""
+    from jwtapi.metrics import Metrics
+
+    recorder = metrics if isinstance(metrics, Metrics) else Metrics.of(metrics)
+    recorder.watch_revocations(lambda: revocations)
+    recorder.subscribe(events)
+
+    @app.before_request
+    def _started() -> None:
+        # The middleware's clock, when the app has jwtapi.requestid's (the service does).
+        request.environ.setdefault(STARTED_KEY, time.perf_counter())
+
+    @app.after_request
+    def _finished(response: Response) -> Response:
+        environ = request.environ
+        started = environ.get(STARTED_KEY)
+        if started is not None:
+            rule = request.url_rule
+            events.emit(
+                ev.REQUEST_FINISHED,
+                route=rule.rule if rule is not None else ev.UNMATCHED,
+                method=request.method,
+                seconds=time.perf_counter() - started,
+            )
+        return response
+
+
+def _request_context() -> dict[str, str]:
+    """The current request's id and client address, for its audit lines."""
+    if not has_request_context():
+        return {}
+    environ = request.environ
+    context = {"client": request.remote_addr or ""}
+    request_id = environ.get(REQUEST_ID_KEY)
+    if request_id:
+        context["request_id"] = request_id
+    return context
 
 
 def _complete_answer(refusal: AuthHTTPException) -> AuthHTTPException:
@@ -251,6 +340,11 @@ class _Callbacks:
         if loader is None:
             return Identity(login.sub, login.scope, login.custom_claims)
         return _identity(loader(subject), "load_identity")
+
+    def is_known(self, username: str) -> bool:
+        """Whether ``@auth.load_identity`` knows ``username`` (without one, no name is)."""
+        loader = self.auth.identity_loader
+        return loader is not None and _identity(loader(username), "load_identity") is not None
 
 
 def _identity(value: object, name: str) -> Identity | None:
@@ -336,6 +430,7 @@ def _authenticate(
     context up once, for both the app's state and ``g``)."""
     context = app_ctx._get_current_object()  # type: ignore[attr-defined]
     state = auth_state(context.app)
+    events = state.events
     environ = req.environ
     try:
         authorization = environ.get("HTTP_AUTHORIZATION")
@@ -391,11 +486,18 @@ def _authenticate(
                 raise InvalidToken("unknown user")
             setattr(context.g, _G_USER, user)
     except AuthError as error:
+        events.emit(ev.TOKEN_CHECKED, result=error.error)
+        if isinstance(error, KeySourceUnavailable):
+            events.emit(ev.STORE_UNAVAILABLE, store="jwks")
         raise AuthHTTPException(error) from None
     except StoreUnavailable as exc:
         # Fail closed: a token whose revocation cannot be checked is not accepted.
         log.warning("refusing a token: %s", exc)
-        raise AuthHTTPException(StateUnavailable()) from None
+        refusal = StateUnavailable()
+        events.emit(ev.TOKEN_CHECKED, result=refusal.error)
+        events.emit(ev.STORE_UNAVAILABLE, store=exc.store)
+        raise AuthHTTPException(refusal) from None
+    events.emit(ev.TOKEN_CHECKED, result=ev.ACCEPTED)
     setattr(context.g, _G_KEY, token)
     if cookie_token is not None:
         setattr(context.g, _G_BY_COOKIE, True)

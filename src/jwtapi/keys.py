@@ -29,6 +29,7 @@ from jwt import PyJWK, PyJWKClient
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import PyJWTError
 
+from jwtapi import events as ev
 from jwtapi.exceptions import ConfigError
 from jwtapi.settings import PREFIX, Settings
 
@@ -80,11 +81,15 @@ class KeySet:
         return self.signing_key is not None
 
 
-def load_keys(settings: Settings) -> KeySet:
-    """Load and check every key ``settings`` names; raise :class:`ConfigError` on a problem."""
+def load_keys(settings: Settings, events: ev.Events | None = None) -> KeySet:
+    """Load and check every key ``settings`` names; raise :class:`ConfigError` on a problem.
+
+    A remote JWKS tells ``events`` of each fetch (``jwks_fetched``).
+    """
     algorithm = settings.algorithm
     if settings.jwks_url is not None:
-        return KeySet(algorithm, None, None, RemoteKeys(settings.jwks_url, algorithm), remote=True)
+        remote = RemoteKeys(settings.jwks_url, algorithm, events=events)
+        return KeySet(algorithm, None, None, remote, remote=True)
     if settings.is_hmac:
         assert settings.secret_key is not None  # guaranteed by parse_settings
         secret = settings.secret_key.encode("utf-8")
@@ -147,8 +152,10 @@ class RemoteKeys(Mapping[str | None, VerificationKey]):
         max_age: float = 300.0,
         timeout: float = 5.0,
         retry_interval: float = 5.0,
+        events: ev.Events | None = None,
     ) -> None:
         self.url = url
+        self.events = events if events is not None else ev.Events()
         self.algorithm = algorithm
         self.min_refetch_interval = min_refetch_interval
         self.max_age = max_age
@@ -199,9 +206,11 @@ class RemoteKeys(Mapping[str | None, VerificationKey]):
                 keys = self._usable_keys(self._client.fetch_data())
             except Exception as exc:
                 log.warning("cannot use the JWKS at %s: %s", self.url, exc.__class__.__name__)
+                self.events.emit(ev.JWKS_FETCHED, outcome="failure")
                 return
             self._keys = keys
             self._fetched_at = now
+        self.events.emit(ev.JWKS_FETCHED, outcome="success")
 
     def _usable_keys(self, data: Any) -> dict[str, PublicKey]:
         entries = data.get("keys") if isinstance(data, dict) else None

@@ -158,9 +158,10 @@ def client_address() -> str:
     return str(parsed)
 
 
-def _username() -> str | None:
-    """The username an attempt is for: its Basic credentials (``/login``), or the form's
-    ``username`` (the token endpoint's password grant, RFC 6749 section 4.3.2)."""
+def attempted_username() -> str | None:
+    """The username the current login attempt is for, as typed (None when it has none):
+    its Basic credentials (``/login``), or the form's ``username`` (the token endpoint's
+    password grant, RFC 6749 section 4.3.2)."""
     if request.mimetype == FORM:
         try:
             return parse_form(request.get_data()).get("username") or None
@@ -175,7 +176,7 @@ def _username() -> str | None:
 
 def username_key() -> str:
     """The username of the attempt, hashed (no user-chosen text in storage keys)."""
-    return hashlib.sha256((_username() or "").encode()).hexdigest()[:32]
+    return hashlib.sha256((attempted_username() or "").encode()).hexdigest()[:32]
 
 
 def limit_login(
@@ -215,7 +216,7 @@ def limit_login(
     per_user = limiter.shared_limit(
         limit,
         key_func=username_key,
-        exempt_when=lambda: spared() or _username() is None,
+        exempt_when=lambda: spared() or attempted_username() is None,
         scope="login-username",
         error_message="too many login attempts for this username",
     )

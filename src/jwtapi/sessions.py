@@ -10,25 +10,33 @@ family so its refresh tokens never rotate again.
 Who may log in is not this module's business: an :class:`IdentitySource` says it, the
 app's own callbacks (``@auth.verify_password``, ``@auth.load_identity``) or the service's
 user table (:mod:`jwtapi.users`). Both go through this one code path.
+
+Each outcome is an event (:mod:`jwtapi.events`): a login that succeeded or failed, a
+rotation, a reuse, a logout, logins revoked. The metrics and the audit trail listen; with
+no listener an event costs a dictionary lookup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from jwtapi import events as ev
+from jwtapi.events import Events
 from jwtapi.exceptions import (
+    AuthError,
     InvalidCredentials,
     InvalidRequest,
     InvalidScope,
     InvalidToken,
     MalformedToken,
     RevokedToken,
+    TemporarilyUnavailable,
 )
 from jwtapi.identity import Identity, validate_claims
-from jwtapi.stores import FamilyStore, RevocationStore, Rotation
+from jwtapi.stores import FamilyStore, RevocationStore, Rotation, StoreUnavailable
 from jwtapi.timing import UniformTiming
 from jwtapi.tokens import (
     ACCESS_TYPE,
@@ -51,6 +59,10 @@ class IdentitySource(Protocol):
         """The identity of ``subject`` now, at a refresh of the ``login`` (its refresh
         token); None ends that login."""
 
+    def is_known(self, username: str) -> bool:
+        """Whether ``username`` is a user's name: only then does a refused login's
+        name reach the audit trail."""
+
 
 #: What an identity may carry for its login to be recorded only while it still holds:
 #: the service's user table sets the password hash it checked (see :mod:`jwtapi.users`).
@@ -67,26 +79,34 @@ class Revoker:
     """
 
     def __init__(
-        self, families: FamilyStore, revocations: RevocationStore, leeway: int = 0
+        self,
+        families: FamilyStore,
+        revocations: RevocationStore,
+        leeway: int = 0,
+        events: Events | None = None,
     ) -> None:
         self.families = families
         self.revocations = revocations
         self.leeway = leeway
+        self.events = events if events is not None else Events()
 
     def revoke_families(
         self,
         sids: Iterable[str],
         not_before: int = 0,
         also: Sequence[tuple[str, int]] = (),
-    ) -> None:
-        """Revoke every token of the families ``sids`` (and the ``also`` ``(key, exp)``).
+    ) -> int:
+        """Revoke every token of the families ``sids`` (and the ``also`` ``(key, exp)``);
+        return how many of those logins were not revoked before.
 
         The families are marked first, which stops their refresh tokens and fixes their
         newest access token's ``exp``; each revocation is then kept until that ``exp``
         (at least ``not_before``) plus the leeway.
         """
         sids = sorted(set(sids))
-        finals = self.families.mark_revoked(sids) if sids else {}
+        finals, ended = self.families.mark_revoked_counting(sids) if sids else ({}, 0)
+        if ended:
+            self.events.emit(ev.FAMILIES_REVOKED, count=ended)
         now = int(time.time())
         entries = [(key, max(exp, now) + self.leeway) for key, exp in also]
         for sid in sids:
@@ -94,16 +114,20 @@ class Revoker:
             entries.append((f"sid:{sid}", expires + self.leeway))
         if entries:
             self.revocations.revoke(entries)
+        return ended
 
-    def revoke_user(self, subject: str) -> int:
+    def revoke_user(self, subject: str, *, audited: bool = True) -> int:
         """Revoke every token issued to ``subject`` so far; return how many logins.
 
         Families already revoked are revoked again (idempotent): running it a second time
-        completes what an outage of the revocation store interrupted.
+        completes what an outage of the revocation store interrupted. ``audited=False``
+        leaves it out of the audit trail (``subject`` is then no known user's name).
         """
         alive_at = int(time.time()) - self.leeway
         sids = [family.sid for family in self.families.of_subject(subject, alive_at)]
         self.revoke_families(sids)
+        if audited:
+            self.events.emit(ev.USER_TOKENS_REVOKED, subject=subject, logins=len(sids))
         return len(sids)
 
     def check(self, token: Token) -> None:
@@ -141,6 +165,20 @@ class Sessions:
         self.families = revoker.families
         self.identities = identities
         self.timing = timing or UniformTiming()
+        #: Where this core's events go (the revoker's: one stream for both).
+        self.events = revoker.events
+
+    def known_name(self, username: str | None) -> str:
+        """``username`` when it is a known user's name, else
+        :data:`~jwtapi.events.UNKNOWN_USER`: what a refused attempt records (text typed as
+        a username may be a password)."""
+        if not username:
+            return ev.UNKNOWN_USER
+        try:
+            known = self.identities.is_known(username)
+        except Exception:  # an app's lookup that fails names no one
+            known = False
+        return username if known else ev.UNKNOWN_USER
 
     def login(self, username: str, password: str, scope: str | None = None) -> TokenPair:
         """Check the password (a refusal takes as long as a success) and start a family.
@@ -148,12 +186,61 @@ class Sessions:
         ``scope`` (the token endpoint's) narrows the login to that subset of the user's
         scope; more raises :class:`InvalidScope`.
         """
-        identity = self.timing.run(lambda: self.identities.verify_password(username, password))
-        if identity is None:
-            raise InvalidCredentials()
-        if scope is not None:
-            identity = replace(identity, scope=narrowed(identity.scope, scope))
-        return self.start(identity, fresh=True, narrowed=scope is not None)
+        events = self.events
+        refused_as: list[str] = []
+
+        def check() -> Identity | None:
+            identity = self.identities.verify_password(username, password)
+            if identity is None and events.wants(ev.LOGIN_FAILED):
+                # Inside the timed check: the lookup is held to the floor with the rest.
+                refused_as.append(self.known_name(username))
+            return identity
+
+        try:
+            identity = self.timing.run(check)
+            if identity is None:
+                name = refused_as[0] if refused_as else ev.UNKNOWN_USER
+                events.emit(ev.LOGIN_FAILED, username=name, reason=ev.INVALID_CREDENTIALS)
+                raise InvalidCredentials()
+            if scope is not None:
+                try:
+                    identity = replace(identity, scope=narrowed(identity.scope, scope))
+                except InvalidScope as error:
+                    events.emit(ev.LOGIN_FAILED, username=username, reason=error.error)
+                    raise
+            try:
+                pair = self.start(identity, fresh=True, narrowed=scope is not None)
+            except InvalidCredentials:  # the password changed (or the user went) meanwhile
+                name = self.known_name(username)
+                events.emit(ev.LOGIN_FAILED, username=name, reason=ev.INVALID_CREDENTIALS)
+                raise
+        except StoreUnavailable as exc:
+            events.emit(ev.LOGIN_UNAVAILABLE, store=exc.store)
+            raise
+        events.emit(ev.LOGIN_SUCCEEDED, subject=identity.subject, sid=pair.family)
+        return pair
+
+    def login_unreadable(self) -> None:
+        """Record a login refused before any password was checked: its credentials could
+        not be read (no HTTP Basic header, or one that does not decode)."""
+        self.events.emit(ev.LOGIN_FAILED, username=ev.UNKNOWN_USER, reason=ev.INVALID_CREDENTIALS)
+
+    def login_rate_limited(self, username: str | None, endpoint: str, limit: str) -> None:
+        """Record a login refused by the rate limit ``limit`` (its scope) at ``endpoint``,
+        for ``username`` (recorded only when it is a known user's name)."""
+        events = self.events
+        if events.wants(ev.LOGIN_RATE_LIMITED):
+            events.emit(
+                ev.LOGIN_RATE_LIMITED,
+                username=self.known_name(username),
+                endpoint=endpoint,
+                reason=limit,
+            )
+
+    def login_unavailable(self, store: str) -> None:
+        """Record a login refused with 503 before it reached :meth:`login` (its rate-limit
+        counters did not answer)."""
+        self.events.emit(ev.LOGIN_UNAVAILABLE, store=store)
 
     def start(self, identity: Identity, fresh: bool = False, narrowed: bool = False) -> TokenPair:
         """A new login (a token family, recorded) for ``identity``, whose password was
@@ -176,15 +263,50 @@ class Sessions:
             raise InvalidCredentials()
         return pair
 
-    def refresh(self, raw_token: str, scope: str | None = None) -> TokenPair:
+    def refresh(
+        self,
+        raw_token: str,
+        scope: str | None = None,
+        *,
+        check: Callable[[Token], None] | None = None,
+    ) -> TokenPair:
         """Rotate a refresh token; on reuse revoke its whole family and refuse.
 
         The identity is asked again (``load_identity``): None ends the login. Without
         one, the login's scope and claims are carried over as they were. The scope never
         grows past what the login was granted (RFC 6749 section 6); ``scope`` narrows it
-        further, and more raises :class:`InvalidScope`.
+        further, and more raises :class:`InvalidScope`. ``check(token)`` runs on the
+        verified token before anything else (the refresh cookie's CSRF check).
         """
+        reused: list[Token] = []
+        try:
+            pair, token = self._rotate(raw_token, scope, check, reused)
+        except (AuthError, StoreUnavailable) as error:
+            if reused:  # detected, even when an outage then cut the revocation short
+                self.events.emit(
+                    ev.REFRESH_REUSE_DETECTED, subject=reused[0].sub, sid=reused[0].sid
+                )
+            elif isinstance(error, AuthError) and not isinstance(error, TemporarilyUnavailable):
+                self.events.emit(ev.REFRESH_FAILED, reason=error.error)
+            raise
+        self.events.emit(ev.TOKEN_REFRESHED, subject=token.sub, sid=token.sid)
+        return pair
+
+    def refresh_missing(self, error: AuthError) -> None:
+        """Record a refresh refused for carrying no refresh token at all (``error``)."""
+        self.events.emit(ev.REFRESH_FAILED, reason=error.error)
+
+    def _rotate(
+        self,
+        raw_token: str,
+        scope: str | None,
+        check: Callable[[Token], None] | None,
+        reused: list[Token],
+    ) -> tuple[TokenPair, Token]:
+        """:meth:`refresh`'s work; a reuse puts the token presented into ``reused``."""
         token = self.tokens.verify(raw_token, REFRESH_TYPE)
+        if check is not None:
+            check(token)
         if token.sid is None:
             raise MalformedToken("malformed token: no sid claim")
         self.revoker.check(token)
@@ -215,6 +337,7 @@ class Sessions:
             token.sid, token.jti, pair.refresh_jti, pair.access_exp, pair.refresh_exp
         )
         if outcome is Rotation.REUSED:
+            reused.append(token)
             self.revoker.revoke_families([token.sid])
             raise RevokedToken("token revoked: refresh token reused, its login is revoked")
         if outcome is Rotation.GONE:
@@ -222,6 +345,19 @@ class Sessions:
             # family marked, the store of revocations unreachable before it was told).
             self.revoker.revoke_families([token.sid])
             raise RevokedToken()
+        return pair, token
+
+    def issue(self, identity: Identity) -> TokenPair:
+        """:meth:`start` a login the app vouches for itself, with no password
+        (``JWTAuth.issue_tokens``), recorded as ``token_issued``."""
+        pair = self.start(identity)
+        self.events.emit(
+            ev.TOKEN_ISSUED,
+            subject=identity.subject,
+            sid=pair.family,
+            scope=identity.scope,
+            ttl=self.tokens.access_ttl,
+        )
         return pair
 
     def issue_access_token(
@@ -249,12 +385,19 @@ class Sessions:
             extra["fresh"] = True
         token = self.tokens.issue(ACCESS_TYPE, subject, family, now, extra, ttl=ttl)
         self.families.start(family, subject, None, new_id(), now + ttl, now + ttl)
+        self.events.emit(
+            ev.TOKEN_ISSUED, subject=subject, sid=family, scope=identity.scope, ttl=ttl
+        )
         return token
 
-    def end_login(self, token: Token) -> None:
-        """Revoke every token of ``token``'s login (its family), and ``token`` itself."""
+    def end_login(self, token: Token, *, logout: bool = False) -> None:
+        """Revoke every token of ``token``'s login (its family), and ``token`` itself:
+        recorded as ``token_revoked`` (``/revoke``), or as ``logout`` when ``logout``."""
         self.revoker.revoke_families(
             [token.sid] if token.sid else [], also=[(f"jti:{token.jti}", token.exp)]
+        )
+        self.events.emit(
+            ev.LOGOUT if logout else ev.TOKEN_REVOKED, subject=token.sub, sid=token.sid
         )
 
     def logout(self, access: Token, raw_refresh: str | None = None) -> None:
@@ -274,3 +417,5 @@ class Sessions:
         self.revoker.revoke_families(
             sids, not_before=access.exp, also=[(f"jti:{access.jti}", access.exp)]
         )
+        for sid in sorted(sids):
+            self.events.emit(ev.LOGOUT, subject=access.sub, sid=sid)

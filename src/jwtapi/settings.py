@@ -9,6 +9,7 @@ the variable. Nothing reads the environment after that.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -77,6 +78,14 @@ class Settings:
     #: The URL clients reach this server at (RFC 8414 metadata, DPoP ``htu``); None:
     #: built from each request.
     public_url: str | None = None
+    #: ``(host, port)`` of the Prometheus listener ``jwtapi serve``'s master opens; None:
+    #: no metrics (the default).
+    metrics_address: tuple[str, int] | None = None
+    #: ``"text"`` or ``"json"``: the format of every line ``jwtapi serve`` logs.
+    log_format: str = "text"
+    #: Where the audit trail goes: ``"-"`` (with the server's own log), a file path,
+    #: ``"syslog"`` (``/dev/log``) or ``"syslog://HOST:PORT"`` (UDP).
+    audit_log: str = "-"
 
     def __repr__(self) -> str:
         # Never let the secret reach a log or a traceback through repr().
@@ -195,7 +204,66 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         trusted_proxies=reader.non_negative_int("TRUSTED_PROXIES", 0),
         login_rate_limit=login_rate_limit,
         public_url=_public_url(reader.text("PUBLIC_URL")),
+        metrics_address=_metrics_address(reader.text("METRICS_ADDRESS")),
+        log_format=_log_format(reader.text("LOG_FORMAT")),
+        audit_log=_audit_log(reader.text("AUDIT_LOG")),
     )
+
+
+#: ``HOST:PORT``: a host name or IPv4 address (no ``:``, ``/`` or space), or an IPv6
+#: address in brackets; a port of digits.
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Za-z:.%]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$"
+)
+LOG_FORMATS = ("text", "json")
+#: ``JWTAPI_AUDIT_LOG`` values that are no file path.
+AUDIT_STDERR = "-"
+AUDIT_SYSLOG = "syslog"
+AUDIT_SYSLOG_UDP = "syslog://"
+
+
+def parse_host_port(value: str, variable: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` (an IPv6 host in brackets, returned without
+    them); :class:`ConfigError` naming ``variable`` otherwise."""
+    match = _HOST_PORT.match(value)
+    port = int(match.group("port")) if match else 0
+    host = (match.group("v6") or match.group("host")) if match else None
+    if match and match.group("v6") is not None:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            host = None
+    if host is None or not 1 <= port <= 65535:
+        raise ConfigError(
+            f"{PREFIX}{variable}: {value!r} is not HOST:PORT (a port from 1 to 65535; an IPv6 "
+            "address in brackets, as in [::1]:9100)"
+        )
+    return host, port
+
+
+def _metrics_address(value: str | None) -> tuple[str, int] | None:
+    return None if value is None else parse_host_port(value, "METRICS_ADDRESS")
+
+
+def _log_format(value: str | None) -> str:
+    text = (value or "text").lower()
+    if text not in LOG_FORMATS:
+        raise ConfigError(f"{PREFIX}LOG_FORMAT: must be text or json, not {value!r}")
+    return text
+
+
+def _audit_log(value: str | None) -> str:
+    """``-``, ``syslog``, ``syslog://HOST:PORT`` (checked here) or a file path (opened at
+    start-up, where a path that cannot be written to is refused)."""
+    if value is None:
+        return AUDIT_STDERR
+    if value.startswith(AUDIT_SYSLOG_UDP):
+        parse_host_port(value.removeprefix(AUDIT_SYSLOG_UDP), "AUDIT_LOG")
+    elif "://" in value:
+        raise ConfigError(
+            f"{PREFIX}AUDIT_LOG: give -, a file path, syslog or syslog://HOST:PORT, not {value!r}"
+        )
+    return value
 
 
 def _public_url(value: str | None) -> str | None:

@@ -45,6 +45,10 @@ class UserTable:
                 password_hash = upgraded
         return StoredIdentity(user.name, user.scope, password_hash=password_hash)
 
+    def is_known(self, username: str) -> bool:
+        """Whether a user of that name exists (a refused login's name is audited only then)."""
+        return self.users.get(username) is not None
+
     def load_identity(self, subject: str, login: Token | None = None) -> Identity | None:
         """The user's identity now (its scope as it stands); None once removed. (The
         ``login`` being refreshed makes no difference here.)"""

@@ -8,7 +8,9 @@ limits (put on the login view of each app the blueprint is registered on).
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request, url_for
@@ -27,12 +29,12 @@ from jwtapi.cookies import (
     set_token_cookies,
 )
 from jwtapi.errors import AuthHTTPException, abort_auth, rate_limited, store_unavailable
-from jwtapi.exceptions import AuthError, InvalidRequest, InvalidToken
+from jwtapi.exceptions import AuthError, InvalidCredentials, InvalidRequest, InvalidToken
 from jwtapi.extension import auth_state, authenticated_by_cookie, verify_request
 from jwtapi.ratelimit import limit_login
 from jwtapi.sessions import Sessions
 from jwtapi.stores import StoreUnavailable
-from jwtapi.tokens import REFRESH_TYPE, TokenPair
+from jwtapi.tokens import REFRESH_TYPE, Token, TokenPair
 from jwtapi.transport import (
     QUERY_PARAMETERS,
     bearer_from_header,
@@ -63,7 +65,11 @@ def login() -> Response:
     """
     sessions = sessions_or_404()
     try:
-        username, password = parse_basic(request.headers.get("Authorization"))
+        try:
+            username, password = parse_basic(request.headers.get("Authorization"))
+        except InvalidCredentials:
+            sessions.login_unreadable()
+            raise
         pair = sessions.login(username, password)
     except AuthError as error:
         raise abort_auth(error) from None
@@ -84,6 +90,7 @@ def refresh() -> Response:
     """
     sessions = sessions_or_404()
     by_cookie = False
+    csrf: Callable[[Token], None] | None = None
     try:
         authorization = request.headers.get("Authorization")
         raw = bearer_from_header(authorization)
@@ -92,11 +99,15 @@ def refresh() -> Response:
             raw = cookies.get(REFRESH_COOKIE) or None
             if raw is not None:
                 by_cookie = True
-                presented = sessions.tokens.verify(raw, REFRESH_TYPE)
-                check_csrf(request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE), presented)
+                # Checked on the token the cookie carries, once the core has verified it.
+                csrf = functools.partial(
+                    check_csrf, request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE)
+                )
         if raw is None:
-            raise missing_refresh_token(authorization)
-        pair = sessions.refresh(raw)
+            missing = missing_refresh_token(authorization)
+            sessions.refresh_missing(missing)
+            raise missing
+        pair = sessions.refresh(raw, check=csrf)
     except AuthError as error:
         raise abort_auth(error) from None
     return token_response(pair, refresh_in_body=not by_cookie)
@@ -143,7 +154,7 @@ def _logout_by_refresh_cookie(refused: AuthHTTPException) -> Response:
         raise abort_auth(error) from None
     try:
         check_csrf(request.headers.get(CSRF_HEADER), cookies.get(CSRF_COOKIE), refresh)
-        sessions.end_login(refresh)
+        sessions.end_login(refresh, logout=True)
     except AuthError as error:
         raise abort_auth(error) from None
     return _logged_out(clear_cookies=True)

@@ -26,7 +26,15 @@ class UnknownUser(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database did not answer."""
+    """The database (or Redis) did not answer.
+
+    :attr:`store` names the server that did not: ``"database"`` or ``"redis"`` (the
+    ``store`` label of ``jwtapi_store_unavailable_total``).
+    """
+
+    def __init__(self, message: str = "", store: str = "database") -> None:
+        super().__init__(message)
+        self.store = store
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,10 @@ class FamilyStore(Protocol):
         rotation can slip in between, so it bounds every access token the family has.
         """
 
+    def mark_revoked_counting(self, sids: Sequence[str]) -> tuple[dict[str, int], int]:
+        """:meth:`mark_revoked`, and how many of the families were not revoked before
+        (the logins this call ended: ``jwtapi_revocations_total``)."""
+
     def of_subject(self, subject: str, alive_at: int | None = None) -> Sequence[Family]:
         """The families of ``subject`` not expired at ``alive_at`` (default: now), revoked
         ones included: revoking them again completes a revocation an outage cut short."""
@@ -170,6 +182,10 @@ class RevocationStore(Protocol):
 
     def purge(self, now: int) -> int:
         """Forget revocations whose tokens have all expired; return how many."""
+
+    def count_kept(self) -> int:
+        """How many revocations are kept now, unexpired (``jwtapi_revocations_kept``,
+        read at scrape time, never on a request)."""
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""

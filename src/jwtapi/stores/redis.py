@@ -28,6 +28,8 @@ PREFIX = "jwtapi:revoked:"
 #: Seconds to wait for Redis: an unreachable Redis answers 503 this fast.
 TIMEOUT = 2.0
 SCHEMES = ("redis://", "rediss://", "unix://")
+#: Keys one ``SCAN`` step looks at when counting the revocations kept.
+SCAN_BATCH = 5000
 
 
 def check_url(url: str) -> None:
@@ -101,6 +103,13 @@ class RedisRevocationStore:
         """Nothing to do: Redis expires each revocation by itself."""
         return 0
 
+    def count_kept(self) -> int:
+        """How many revocations are kept: the keys under :data:`PREFIX` (each expires with
+        its tokens, so every one there is unexpired), counted with ``SCAN ... MATCH``, in
+        batches that never block Redis the way ``KEYS`` would. Read at scrape time only."""
+        with self._translated():
+            return sum(1 for _ in self.client.scan_iter(match=PREFIX + "*", count=SCAN_BATCH))
+
     def ping(self) -> None:
         """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless Redis answers."""
         with self._translated():
@@ -131,4 +140,6 @@ class RedisRevocationStore:
         try:
             yield
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis at {self.where}: {exc.__class__.__name__}") from None
+            raise StoreUnavailable(
+                f"Redis at {self.where}: {exc.__class__.__name__}", store="redis"
+            ) from None

@@ -259,15 +259,28 @@ class SQLFamilyStore:
 
     def mark_revoked(self, sids: Sequence[str]) -> dict[str, int]:
         """Mark families revoked; their final ``access_exp``, read in the same transaction."""
+        return self.mark_revoked_counting(sids)[0]
+
+    def mark_revoked_counting(self, sids: Sequence[str]) -> tuple[dict[str, int], int]:
+        """:meth:`mark_revoked`, and how many of them were not revoked before."""
         finals: dict[str, int] = {}
+        newly = 0
         with self.db.transaction() as db:
             for sid in sids:
                 row = db.execute(
-                    "UPDATE families SET revoked = 1 WHERE sid = ? RETURNING access_exp", (sid,)
+                    "UPDATE families SET revoked = 1 WHERE sid = ? AND revoked = 0 "
+                    "RETURNING access_exp",
+                    (sid,),
                 ).fetchone()
                 if row is not None:
+                    newly += 1
+                else:  # revoked already, or unknown
+                    row = db.execute(
+                        "SELECT access_exp FROM families WHERE sid = ?", (sid,)
+                    ).fetchone()
+                if row is not None:
                     finals[sid] = int(row[0])
-        return finals
+        return finals, newly
 
     def of_subject(self, subject: str, alive_at: int | None = None) -> Sequence[Family]:
         """The families of ``subject`` not expired at ``alive_at`` (default: now)."""
@@ -306,6 +319,11 @@ class SQLRevocationStore:
         while (deleted := purge_batch(self.db, "revocations", "key", now)) == PURGE_BATCH:
             total += deleted
         return total + deleted
+
+    def count_kept(self) -> int:
+        """How many revocations are kept, unexpired: one count over the expiry index."""
+        row = self.db.fetchone("SELECT count(*) FROM revocations WHERE expires_at >= ?", (now(),))
+        return int(row[0]) if row else 0
 
     def ping(self) -> None:
         """Raise :class:`~jwtapi.stores.base.StoreUnavailable` unless the database answers."""
