@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +83,39 @@ def run_cli(
 
 #: This checkout, where the Makefile is.
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_section(title: str) -> str:
+    """The text of the README section headed ``## title`` (its subsections included)."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    """The fenced ``language`` blocks of ``text``, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def in_company(server: Any, send: Callable[[], requests.Response]) -> requests.Response:
+    """``send()`` while another request (``GET /health`` at ``server.url``) is sent at the
+    same moment: with both sync workers busy at once, which one answers ``send`` is left to
+    chance even on a loaded machine, where one worker would otherwise take every
+    connection in turn."""
+    barrier = threading.Barrier(2)
+    answer: list[requests.Response] = []
+
+    def company() -> None:
+        barrier.wait()
+        requests.get(f"{server.url}/health", timeout=10)
+
+    thread = threading.Thread(target=company)
+    thread.start()
+    try:
+        barrier.wait()
+        answer.append(send())
+    finally:
+        thread.join()
+    return answer[0]
 
 
 def run_make(

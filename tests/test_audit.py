@@ -429,6 +429,9 @@ def test_the_trail_to_a_file_is_json_lines_mode_0600(tmp_path: Path) -> None:
         )
         assert ok.status_code == 200, describe(ok)
         sid = sid_of(ok.json()["access_token"])
+        # logrotate's default: the file moved away, no signal. The next line (of whichever
+        # worker) starts a new file at the path, again 0600.
+        rotated = path.rename(tmp_path / "audit.log.1")
         wrong = requests.post(f"{server.url}/login", headers=basic("nobody", "x"), timeout=30)
         assert wrong.status_code == 401
         issued = run_cli(["token", "issue", "root"], server.env, server.workdir)
@@ -436,7 +439,11 @@ def test_the_trail_to_a_file_is_json_lines_mode_0600(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    lines = json_lines(path.read_text())
+    before = json_lines(rotated.read_text())
+    after = json_lines(path.read_text())
+    assert [line["event"] for line in before] == ["login_succeeded"], before
+    assert "login_succeeded" not in [line["event"] for line in after], after
+    lines = before + after
     for line in lines:
         assert_common_fields(line)
         assert line.get("event") in EVENTS, line

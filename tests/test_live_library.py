@@ -19,7 +19,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -32,7 +31,7 @@ import pytest
 import requests
 from apps.own_users import PASSWORDS, TABLE
 from backends import free_port, wait_until
-from conftest import LiveServer, base_env, basic, bearer
+from conftest import LiveServer, base_env, basic, bearer, in_company
 from werkzeug.test import TestResponse
 
 from jwtapi.cookies import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
@@ -198,27 +197,6 @@ def handled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     server = make_app_server(workdir, OWN_USERS_ERROR_HANDLER="1").start()
     yield server
     server.stop()
-
-
-def in_company(server: AppServer, send: Callable[[], requests.Response]) -> requests.Response:
-    """``send()`` while another request (``GET /health``) is sent at the same moment: with
-    both sync workers busy at once, which one answers ``send`` is left to chance even on a
-    loaded machine, where one worker would otherwise take every connection in turn."""
-    barrier = threading.Barrier(2)
-    answer: list[requests.Response] = []
-
-    def company() -> None:
-        barrier.wait()
-        requests.get(f"{server.url}/health", timeout=10)
-
-    thread = threading.Thread(target=company)
-    thread.start()
-    try:
-        barrier.wait()
-        answer.append(send())
-    finally:
-        thread.join()
-    return answer[0]
 
 
 def on_every_worker(

@@ -18,7 +18,18 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import PASSWORDS, LiveServer, Secret, basic, bearer, describe, make_server, raw_http
+from conftest import (
+    PASSWORDS,
+    LiveServer,
+    Secret,
+    basic,
+    bearer,
+    code_blocks,
+    describe,
+    make_server,
+    raw_http,
+    readme_section,
+)
 
 #: A client's id that must be kept: 64 characters of the safe alphabet.
 SAFE_IDS = ("client-id.42_Az", "a" * 64, "0", "A.b-C_9")
@@ -351,3 +362,19 @@ def test_text_lines_are_not_json(text_run: Run) -> None:
     """The default stays today's text: no line of the log is a JSON object."""
     for line in text_run.log.splitlines():
         assert not line.startswith("{"), line
+
+
+def test_the_readmes_example_access_line_has_a_real_lines_fields(json_run: Run) -> None:
+    (example,) = code_blocks(readme_section("Operations"), "json")
+    shown = json.loads(example)
+    assert RFC3339_UTC.match(shown["time"]), shown["time"]
+    real = [
+        line
+        for line in access_lines(json_lines(json_run.log))
+        if line["method"] == shown["method"] and line["status"] == shown["status"]
+    ]
+    assert real, shown
+    assert set(shown) == set(real[0]), (sorted(shown), sorted(real[0]))
+    assert {type(shown[k]) for k in shown} == {type(real[0][k]) for k in shown}
+    assert shown["logger"] == real[0]["logger"]
+    assert "[redacted]" in shown["path"]

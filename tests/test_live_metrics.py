@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import stat
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,8 +36,11 @@ from conftest import (
     base_env,
     basic,
     bearer,
+    code_blocks,
     describe,
+    in_company,
     make_server,
+    readme_section,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from test_remote_keys import GOOD as JWKS_GOOD
@@ -254,26 +256,6 @@ def worker_of_lines(log: str, needle: str) -> list[str]:
         for line in log.splitlines()
         if needle in line and (match := re.search(r"worker=<(\d+)>", line))
     ]
-
-
-def in_company(server: LiveServer, send: Callable[[], requests.Response]) -> requests.Response:
-    """``send()`` while a ``GET /health`` is sent at the same moment, so that both sync
-    workers are busy and which one answers ``send`` is left to chance."""
-    barrier = threading.Barrier(2)
-    answer: list[requests.Response] = []
-
-    def company() -> None:
-        barrier.wait()
-        requests.get(f"{server.url}/health", timeout=10)
-
-    thread = threading.Thread(target=company)
-    thread.start()
-    try:
-        barrier.wait()
-        answer.append(send())
-    finally:
-        thread.join()
-    return answer[0]
 
 
 # The scripted mix ----------------------------------------------------------------------
@@ -824,3 +806,89 @@ def test_jwks_fetches_of_a_verify_only_server_are_counted(tmp_path: Path, good: 
     finally:
         server.stop()
         jwks.close()
+
+
+#: promtool's unit tests of the README's two alert rules: each fires on its pattern, and
+#: stays quiet below it. The series are the ones the scrape has, with one instance label.
+ALERT_TESTS = """
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'jwtapi_refreshes_total{outcome="reuse_detected",instance="a"}'
+        values: '0 0 0 2 4 6 8'
+      - series: 'jwtapi_refreshes_total{outcome="success",instance="a"}'
+        values: '0+100x6'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: JWTAPIRefreshReuseBurst
+        exp_alerts:
+          - exp_labels: {severity: page}
+            exp_annotations:
+              summary: "3 or more refresh tokens reused within 5 minutes"
+  - interval: 1m
+    input_series:
+      - series: 'jwtapi_refreshes_total{outcome="reuse_detected",instance="a"}'
+        values: '0 0 0 1 1 1 1'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: JWTAPIRefreshReuseBurst
+        exp_alerts: []
+  - interval: 1m
+    input_series:
+      - series: 'jwtapi_logins_total{outcome="invalid_credentials",instance="a"}'
+        values: '0+30x25'
+      - series: 'jwtapi_logins_total{outcome="invalid_credentials",instance="b"}'
+        values: '0+2x25'
+    alert_rule_test:
+      - eval_time: 8m
+        alertname: JWTAPIInvalidCredentials
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: JWTAPIInvalidCredentials
+        exp_alerts:
+          - exp_labels: {severity: ticket}
+            exp_annotations:
+              summary: "over 20 logins a minute refused for their credentials, for 10 minutes"
+  - interval: 1m
+    input_series:
+      - series: 'jwtapi_logins_total{outcome="invalid_credentials",instance="a"}'
+        values: '0+15x25'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: JWTAPIInvalidCredentials
+        exp_alerts: []
+"""
+
+
+@pytest.mark.needs("promtool")
+def test_the_readmes_alert_rules_are_valid_and_fire(tmp_path: Path) -> None:
+    (rules,) = code_blocks(readme_section("Operations"), "yaml")
+    (tmp_path / "rules.yml").write_text(rules)
+    (tmp_path / "tests.yml").write_text(ALERT_TESTS)
+    # Every metric a rule names is one jwtapi exports.
+    assert set(re.findall(r"\b(jwtapi_\w+)", rules)) <= set(COUNTER_LABELS), rules
+    outputs = []
+    for command in (["check", "rules", "rules.yml"], ["test", "rules", "tests.yml"]):
+        result = subprocess.run(
+            ["promtool", *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs.append(result.stdout)
+    assert "SUCCESS: 2 rules found" in outputs[0]
+    assert "SUCCESS" in outputs[1]
+
+
+def test_the_readmes_table_is_every_metric_of_the_scrape(scripted: Scripted) -> None:
+    documented = set(
+        re.findall(r"^\| `(jwtapi_\w+)` \|", readme_section("Operations"), re.MULTILINE)
+    )
+    assert documented == {*COUNTER_LABELS, HISTOGRAM, GAUGE}
+    scraped = set(re.findall(r"^# TYPE (jwtapi_\w+) ", scrape(scripted.address), re.MULTILINE))
+    assert documented == scraped

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import basic, bearer
+from conftest import basic, bearer, code_blocks, readme_section
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -154,3 +156,36 @@ def test_without_a_registry_a_library_app_records_nothing() -> None:
         if sample.value
     ]
     assert samples == []
+
+
+def test_the_readmes_example_counts_into_its_registry(tmp_path: Path) -> None:
+    """The README's "In your own app" block, run as written (in a process of its own, so
+    that nothing of this module's registries is shared), then driven."""
+    (example,) = code_blocks(readme_section("Operations"), "python")
+    program = example + (
+        "\nwith app.app_context():\n"
+        "    token = JWTAuth.issue_tokens('ann', 'read').access_token\n"
+        "client = app.test_client()\n"
+        "print(client.get('/orders', headers={'Authorization': 'Bearer ' + token}).status_code)\n"
+        "print(client.get('/orders').status_code)\n"
+        "from werkzeug.test import Client\n"
+        "scrape = Client(metrics_app).get('/metrics').get_data(as_text=True)\n"
+        "print([l for l in scrape.splitlines() if l.startswith('jwtapi_token_checks_total{')])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWTAPI_")}
+    env["JWTAPI_SECRET_KEY"] = secrets.token_urlsafe(48)
+    env["JWTAPI_DATABASE"] = str(tmp_path / "jwtapi.sqlite3")
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    ok, refused, checks = result.stdout.splitlines()
+    assert (ok, refused) == ("200", "401")
+    assert "'jwtapi_token_checks_total{result=\"accepted\"} 1.0'" in checks
+    assert "'jwtapi_token_checks_total{result=\"missing_token\"} 1.0'" in checks

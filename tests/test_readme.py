@@ -18,24 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, make_server
+from conftest import LiveServer, code_blocks, make_server, readme_section
 
 from jwtapi.passwords import Passwords
 from jwtapi.stores import SQLUserStore, open_database
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text("utf-8")
 DEMO_PASSWORD = "demo-password-printed-once"
 pytestmark = pytest.mark.needs("curl")
 
 
-def section(title: str) -> str:
-    """The text of the README section headed ``## title``."""
-    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-
-
-def blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+section = readme_section
+blocks = code_blocks
 
 
 def walkthrough(url: str) -> str:

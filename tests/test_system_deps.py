@@ -29,6 +29,7 @@ EXPECTED_LINES = {
     "chromedriver": "install the Debian package chromium-driver (apt-get install chromium-driver)",
     "curl": "install the Debian package curl (apt-get install curl)",
     "nginx": "install the Debian package nginx (apt-get install nginx)",
+    "promtool": "install the Debian package prometheus (apt-get install prometheus)",
 }
 
 
@@ -96,7 +97,7 @@ def test_missing_programs_stop_make_test_before_any_test(
     assert len(lines) == len(EXPECTED_LINES) + 1, lines
     last = lines[-1]
     assert "apt-get update failed: E: Failed to fetch" in last
-    assert "JWTAPI_TEST_WITHOUT=redis,postgresql,wrk,browser,curl,nginx make test" in last
+    assert "JWTAPI_TEST_WITHOUT=redis,postgresql,wrk,browser,curl,nginx,promtool make test" in last
     assert "Traceback" not in result.stderr
     # It did try to install them, all in one go.
     assert (tmp_path / "apt.log").read_text().splitlines() == ["update -qq"]
@@ -124,7 +125,7 @@ def test_a_failed_install_is_reported_with_apt_gets_reason(
         '[ "$1" = update ] && exit 0\n'
         'echo "E: Unable to locate package wrk" >&2\nexit 100\n',
     )
-    bare["JWTAPI_TEST_WITHOUT"] = "redis,postgresql,browser,curl,nginx"
+    bare["JWTAPI_TEST_WITHOUT"] = "redis,postgresql,browser,curl,nginx,promtool"
     result = make_test(bare, tmp_path)
     assert result.returncode != 0
     assert not (tmp_path / "pytest-ran").exists()
@@ -142,7 +143,7 @@ def test_present_programs_are_quiet_and_install_nothing(
     bare: dict[str, str], tmp_path: Path
 ) -> None:
     bin_dir = Path(bare["PATH"])
-    for program in ("redis-server", "wrk", "chromium", "chromedriver", "curl", "nginx"):
+    for program in ("redis-server", "wrk", "chromium", "chromedriver", "curl", "nginx", "promtool"):
         stub(bin_dir, program, "exit 0\n")
     stub(Path(bare["JWTAPI_TEST_POSTGRES_ROOT"]) / "15" / "bin", "initdb", "exit 0\n")
     result = make_test(bare, tmp_path)
@@ -159,7 +160,7 @@ def test_an_unknown_without_name_is_one_line(bare: dict[str, str], tmp_path: Pat
     assert not (tmp_path / "pytest-ran").exists()
     assert [line for line in result.stderr.splitlines() if "system_deps" in line] == [
         "system_deps: JWTAPI_TEST_WITHOUT: unknown name 'nginxx' "
-        "(known: redis, postgresql, wrk, browser, curl, nginx)"
+        "(known: redis, postgresql, wrk, browser, curl, nginx, promtool)"
     ]
 
 
@@ -167,7 +168,7 @@ def test_without_them_the_suite_runs_and_says_what_it_left_out(
     bare: dict[str, str], tmp_path: Path
 ) -> None:
     """The real pytest, on a module whose tests run on SQLite, Redis and PostgreSQL."""
-    bare["JWTAPI_TEST_WITHOUT"] = "redis,postgresql,wrk,browser,curl,nginx"
+    bare["JWTAPI_TEST_WITHOUT"] = "redis,postgresql,wrk,browser,curl,nginx,promtool"
     result = make(
         bare, "test", "PYTEST_ARGS=-p no:cacheprovider tests/test_store_backends.py", timeout=300
     )
@@ -175,7 +176,9 @@ def test_without_them_the_suite_runs_and_says_what_it_left_out(
     assert "system_deps:" not in result.stderr
     summary = result.stdout.splitlines()
     (line,) = [line for line in summary if line.startswith("JWTAPI_TEST_WITHOUT=")]
-    assert line.startswith("JWTAPI_TEST_WITHOUT=browser,curl,nginx,postgresql,redis,wrk: "), line
+    assert line.startswith(
+        "JWTAPI_TEST_WITHOUT=browser,curl,nginx,postgresql,promtool,redis,wrk: "
+    ), line
     deselected = int(line.split(": ", 1)[1].split(" ")[0])
     assert deselected > 0
     assert "this run does not prove" in line

@@ -117,9 +117,11 @@ def _quoted(value: Any) -> str:
     return text
 
 
-class PrivateFileHandler(logging.FileHandler):
-    """A :class:`logging.FileHandler` appending to a file it creates readable by its owner
-    only (0600), also when it reopens it (gunicorn's ``USR1``, after a log rotation)."""
+class PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """A :class:`logging.handlers.WatchedFileHandler` appending to a file it creates
+    readable by its owner only (0600). When the file is moved away (logrotate's default,
+    without ``copytruncate``), each process notices at its next line and reopens the path,
+    again 0600: no signal is needed."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path, mode="a", encoding="utf-8", delay=False)
