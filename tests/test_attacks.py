@@ -640,3 +640,93 @@ def test_attack_forged_token_in_the_query_string_is_refused(
     token = hmac_token({"alg": "HS256", "typ": "at+jwt"}, claims, secrets.token_bytes(32))
     response = requests.get(f"{server.url}/protected/admin", params={parameter: token}, timeout=10)
     assert_refused(response, "bad signature")
+
+
+# 15. DPoP proofs forged (RFC 9449) ---------------------------------------------------------
+
+
+def dpop_bound(live: LiveServer) -> tuple[Any, str]:
+    """A client key (test_dpop's ``ClientKey``) and an access token bound to it."""
+    from test_dpop import ClientKey
+
+    key = ClientKey("ES256")
+    url = f"{live.url}/login"
+    credentials = base64.b64encode(b"alice:alice-password-1").decode()
+    response = requests.post(
+        url,
+        headers={"Authorization": f"Basic {credentials}", "DPoP": key.proof("POST", url, None)},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
+    return key, response.json()["access_token"]
+
+
+def assert_dpop_refused(response: requests.Response, error: str = "invalid_dpop_proof") -> None:
+    """401 with the RFC 9449 section 7.1 challenge naming ``error``."""
+    assert response.status_code == 401, (response.status_code, response.text)
+    assert response.json()["error"] == error
+    assert response.headers["WWW-Authenticate"].startswith('DPoP algs="ES256 '), response.headers
+    assert f'error="{error}"' in response.headers["WWW-Authenticate"]
+
+
+def dpop_claims(live: LiveServer, token: str) -> dict[str, Any]:
+    from jwtapi.dpop import access_token_hash
+
+    return {
+        "jti": secrets.token_urlsafe(16),
+        "htm": "GET",
+        "htu": f"{live.url}/protected",
+        "iat": int(time.time()),
+        "ath": access_token_hash(token),
+    }
+
+
+def send_proof(live: LiveServer, token: str, proof: str) -> requests.Response:
+    return requests.get(
+        f"{live.url}/protected",
+        headers={"Authorization": f"DPoP {token}", "DPoP": proof},
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize("alg", NONE_SPELLINGS)
+def test_attack_dpop_proof_with_alg_none_is_refused(server: LiveServer, alg: str) -> None:
+    key, token = dpop_bound(server)
+    assert send_proof(server, token, key.proof("GET", f"{server.url}/protected", token)).ok
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.jwk}
+    forged = f"{b64url_json(header)}.{b64url_json(dpop_claims(server, token))}."
+    assert_dpop_refused(send_proof(server, token, forged))
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_attack_dpop_proof_hmac_keyed_with_the_public_jwk_is_refused(
+    server: LiveServer, alg: str
+) -> None:
+    key, token = dpop_bound(server)
+    header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.jwk}
+    for secret in (json.dumps(key.jwk).encode(), key.jwk["x"].encode()):
+        forged = hmac_token(header, dpop_claims(server, token), secret)
+        assert_dpop_refused(send_proof(server, token, forged))
+
+
+def test_attack_dpop_proof_with_a_private_jwk_is_refused(server: LiveServer) -> None:
+    from jwt.algorithms import ECAlgorithm
+
+    key, token = dpop_bound(server)
+    private_jwk = ECAlgorithm.to_jwk(key.private, as_dict=True)
+    assert "d" in private_jwk
+    forged = jwt.encode(
+        dpop_claims(server, token),
+        key.private,
+        "ES256",
+        headers={"typ": "dpop+jwt", "jwk": private_jwk},
+    )
+    assert_dpop_refused(send_proof(server, token, forged))
+
+
+def test_attack_bound_token_replayed_as_bearer_is_refused(server: LiveServer) -> None:
+    _key, token = dpop_bound(server)
+    assert_dpop_refused(server.get("/protected", token), "invalid_token")
+    in_query = requests.get(f"{server.url}/protected", params={"token": token}, timeout=10)
+    assert_dpop_refused(in_query, "invalid_token")

@@ -71,6 +71,8 @@ COUNTER_LABELS: dict[str, tuple[str | None, frozenset[str] | None]] = {
                 "insufficient_user_authentication",
                 "csrf_failed",
                 "temporarily_unavailable",
+                "invalid_dpop_proof",
+                "use_dpop_nonce",
             }
         ),
     ),

@@ -250,7 +250,7 @@ def test_postgres_migration_is_idempotent_and_safe_to_race(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             ).fetchall()
         }
-    assert tables == {"users", "families", "revocations", "jwtapi_schema"}
+    assert tables == {"users", "families", "revocations", "dpop_proofs", "jwtapi_schema"}
 
 
 def test_postgres_lookups_use_the_primary_key(postgres_server: PostgresServer) -> None:

@@ -5,7 +5,8 @@
 user's name) or ``username`` (:data:`~jwtapi.events.UNKNOWN_USER` for a name that is no
 user's: it may be a password typed into the wrong field), the login's ``sid``, the
 ``client`` address and the ``request_id`` of the request (none for the CLI), and per event
-``reason``, ``logins``, ``scope``, ``ttl``. Only those fields ever reach a line: never a
+``reason``, ``logins``, ``scope``, ``ttl``, and ``jkt``, the thumbprint of the DPoP key a
+login is bound to (a public key's hash, no secret). Only those fields ever reach a line: never a
 token, a password, a hash or a secret. In JSON each is a field of its own; as text the line
 is ``audit: EVENT name=value ...``.
 
@@ -57,7 +58,7 @@ AUDIT_EVENTS = (
 )
 #: The only fields of an event that reach a line, in this order (``client`` and
 #: ``request_id`` come from the request).
-FIELDS = ("subject", "username", "sid", "logins", "scope", "ttl", "reason")
+FIELDS = ("subject", "username", "sid", "jkt", "logins", "scope", "ttl", "reason")
 #: The local syslog socket of ``JWTAPI_AUDIT_LOG=syslog``.
 SYSLOG_SOCKET = "/dev/log"
 #: The tag of every syslog line.

@@ -30,8 +30,17 @@ The logic is a sans-IO core: generators that yield the token requests
 and httpx's sync and async auth flows, which send the token requests through the user's
 own client. It imports nothing of Flask's: ``pip install 'jwtapi[client]'`` is enough.
 
-No token and no password ever reaches its ``repr``, its exceptions or its log (logger
-``jwtapi.client``, debug level).
+With ``dpop=True`` its tokens are sender-constrained (DPoP, RFC 9449): it makes a key pair
+of its own (ES256, or Ed25519 with ``dpop_algorithm="EdDSA"``), sends a proof signed by it
+on every request that carries a token and on every token request (``DPoP`` header), and
+presents the access token as ``Authorization: DPoP``. It follows the server's nonces
+(``DPoP-Nonce``, section 8 and 9): the latest one of each origin goes into the next
+proofs, and a request refused with ``use_dpop_nonce`` is sent once more with it. A server
+that answers ``token_type: Bearer`` to a proof did not bind the tokens:
+:class:`TokenRequestFailed`, never a silent downgrade to Bearer tokens.
+
+No token, no password and no private key ever reaches its ``repr``, its exceptions or its
+log (logger ``jwtapi.client``, debug level).
 """
 
 from __future__ import annotations
@@ -39,18 +48,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import re
+import secrets
 import ssl
 import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, MutableMapping
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import urlencode
 
 import httpx
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "JWTAPIAuth",
@@ -81,6 +96,14 @@ _CHALLENGE_PARAM = re.compile(r'(error|error_description)="([^"]*)"')
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
 #: Sent on every token request (they are built here, not by a client's defaults).
 _TOKEN_HEADERS = {"Accept": "application/json", "User-Agent": "jwtapi.client"}
+#: The DPoP proof algorithms a key can be made for (``dpop_algorithm``).
+DPOP_ALGORITHMS = ("ES256", "EdDSA")
+#: A token endpoint's refusals of a DPoP proof (RFC 9449 sections 5 and 8): not of the
+#: password.
+_DPOP_ERRORS = ("invalid_dpop_proof", "use_dpop_nonce")
+#: RFC 7638 section 3.2 (and RFC 8037 for OKP): the members of a public JWK, which are
+#: all a proof's header shows of the key.
+_JWK_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
 
 
 class JWTAPIClientError(Exception):
@@ -166,6 +189,62 @@ class _Tokens:
         return f"<tokens of generation {self.generation}>"
 
 
+class _ProofKey:
+    """A DPoP key pair (RFC 9449 section 4.2): it signs proofs; its private key stays here.
+
+    The proof header (``typ``, ``alg`` and the public JWK) is built once; a proof costs
+    one signature.
+    """
+
+    __slots__ = ("_headers", "_key", "algorithm", "jwk")
+
+    def __init__(self, algorithm: str) -> None:
+        # Imported here: a client without DPoP loads neither PyJWT nor cryptography.
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+        from jwt.algorithms import get_default_algorithms
+
+        key: EllipticCurvePrivateKey | Ed25519PrivateKey
+        if algorithm == "ES256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        else:
+            key = ed25519.Ed25519PrivateKey.generate()
+        public: dict[str, str] = get_default_algorithms()[algorithm].to_jwk(
+            key.public_key(), as_dict=True
+        )
+        self.algorithm = algorithm
+        self._key = key
+        #: The public JWK, and nothing else (no ``d``, no ``key_ops``).
+        self.jwk = {name: public[name] for name in _JWK_MEMBERS[public["kty"]]}
+        self._headers = {"typ": "dpop+jwt", "jwk": self.jwk}
+
+    def __repr__(self) -> str:
+        return f"<DPoP {self.algorithm} key>"
+
+    def thumbprint(self) -> str:
+        """The RFC 7638 SHA-256 thumbprint of the public key (the tokens' ``cnf.jkt``)."""
+        from jwtapi.keys import thumbprint
+
+        return thumbprint(self._key.public_key())
+
+    def proof(self, method: str, url: str, nonce: str | None, token: str | None) -> str:
+        """A new proof (RFC 9449 section 4.2) for one ``method`` ``url`` request: its
+        ``htu`` without query and fragment, ``ath`` when it carries the access ``token``,
+        and the server's ``nonce`` when it gave one."""
+        import jwt
+
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": method.upper(),
+            "htu": _where(url),
+            "iat": int(time.time()),
+        }
+        if token is not None:
+            claims["ath"] = _b64(hashlib.sha256(token.encode("utf-8")).digest())
+        if nonce is not None:
+            claims["nonce"] = nonce
+        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=self._headers)
+
+
 class _PreparedRequest(Protocol):
     """What :meth:`JWTAPIAuth.__call__` uses of a ``requests.PreparedRequest``."""
 
@@ -194,7 +273,12 @@ class JWTAPIAuth(httpx.Auth):
     :param refresh_margin: refresh this many seconds before the access token expires
         (0: only once it has). By default a fifth of its lifetime, at least one second
         (JWT times are whole seconds), at most 30 seconds and at most half the lifetime.
+    :param dpop: bind the tokens to a key pair made for this object (DPoP, RFC 9449): a
+        proof on every request that carries a token and on every token request; the
+        server must answer ``token_type: DPoP`` (else :class:`TokenRequestFailed`).
+    :param dpop_algorithm: ``"ES256"`` (P-256) or ``"EdDSA"`` (Ed25519).
 
+    :attr:`jkt` is the DPoP key's thumbprint (the tokens' ``cnf.jkt``).
     :attr:`logins`, :attr:`refreshes`, :attr:`retries` and :attr:`logouts` count what it
     has done. :meth:`close` closes the internal client.
     """
@@ -208,11 +292,15 @@ class JWTAPIAuth(httpx.Auth):
         timeout: float | httpx.Timeout = 10.0,
         verify: ssl.SSLContext | str | bool = True,
         refresh_margin: float | None = None,
+        dpop: bool = False,
+        dpop_algorithm: str = "ES256",
     ) -> None:
         if ":" in username:
             raise ValueError("username must not contain ':' (HTTP Basic, RFC 7617)")
         if refresh_margin is not None and refresh_margin < 0:
             raise ValueError("refresh_margin must be a number of seconds, 0 or more")
+        if dpop_algorithm not in DPOP_ALGORITHMS:
+            raise ValueError(f"dpop_algorithm must be one of {', '.join(DPOP_ALGORITHMS)}")
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
@@ -230,9 +318,22 @@ class JWTAPIAuth(httpx.Auth):
         self._books = threading.Lock()
         self._client: httpx.Client | None = None
         self._counts = {"logins": 0, "refreshes": 0, "retries": 0, "logouts": 0}
+        self._dpop = _ProofKey(dpop_algorithm) if dpop else None
+        self._jkt: str | None = None
+        #: The latest ``DPoP-Nonce`` of each origin (scheme, host, port) that sent one.
+        self._nonces: dict[tuple[str, str, int | None], str] = {}
 
     def __repr__(self) -> str:
-        return f"JWTAPIAuth(base_url={self.base_url!r}, username={self.username!r})"
+        dpop = f", dpop={self._dpop.algorithm!r}" if self._dpop is not None else ""
+        return f"JWTAPIAuth(base_url={self.base_url!r}, username={self.username!r}{dpop})"
+
+    @property
+    def jkt(self) -> str | None:
+        """The RFC 7638 thumbprint of the DPoP key (what the server puts in the tokens'
+        ``cnf.jkt``); None without DPoP."""
+        if self._dpop is not None and self._jkt is None:
+            self._jkt = self._dpop.thumbprint()
+        return self._jkt
 
     # Counters ----------------------------------------------------------------------------
 
@@ -248,7 +349,8 @@ class JWTAPIAuth(httpx.Auth):
 
     @property
     def retries(self) -> int:
-        """How many requests were sent a second time, after a 401."""
+        """How many times a request was sent once more after a 401: with renewed tokens,
+        or with the DPoP nonce the server asked for."""
         return self._counts["retries"]
 
     @property
@@ -276,8 +378,7 @@ class JWTAPIAuth(httpx.Auth):
         headers = self._present(request.method or "GET", request.url or "", tokens)
         request.headers.update(headers)
         request.register_hook(
-            "response",
-            _RequestsRetry(self, tokens.generation, headers["Authorization"], request.body),
+            "response", _RequestsRetry(self, tokens, headers["Authorization"], request.body)
         )
         return request
 
@@ -314,9 +415,18 @@ class JWTAPIAuth(httpx.Auth):
         sent = self._present(request.method, str(request.url), tokens)
         request.headers.update(sent)
         response = yield request
+        self._heard(response)
         if not _refused(response, sent):
             return
         response.read()
+        if self._asks_nonce(response):
+            if not self._prepare_again(request, tokens):
+                return
+            response = yield request
+            self._heard(response)
+            if not _refused(response, sent):
+                return
+            response.read()
         expired = _expired(response.headers.get("WWW-Authenticate", ""), response.content)
         if expired is None:
             return
@@ -326,11 +436,12 @@ class JWTAPIAuth(httpx.Auth):
             yield request
 
     def _prepare_again(self, request: httpx.Request, tokens: _Tokens) -> bool:
-        """Present ``tokens`` on ``request`` to send it once more, if its body allows."""
+        """Present ``tokens`` on ``request`` (a new DPoP proof with them) to send it once
+        more, if its body allows."""
         if not _replayable(request):
             return False
         self._count("retries")
-        log.debug("sending %s %s once more, with new tokens", request.method, _where(request.url))
+        log.debug("sending %s %s once more", request.method, _where(request.url))
         request.headers.update(self._present(request.method, str(request.url), tokens))
         return True
 
@@ -363,9 +474,18 @@ class JWTAPIAuth(httpx.Auth):
         sent = self._present(request.method, str(request.url), tokens)
         request.headers.update(sent)
         response = yield request
+        self._heard(response)
         if not _refused(response, sent):
             return
         await response.aread()
+        if self._asks_nonce(response):
+            if not self._prepare_again(request, tokens):
+                return
+            response = yield request
+            self._heard(response)
+            if not _refused(response, sent):
+                return
+            await response.aread()
         expired = _expired(response.headers.get("WWW-Authenticate", ""), response.content)
         if expired is None:
             return
@@ -471,13 +591,32 @@ class JWTAPIAuth(httpx.Auth):
         self._tokens = None
         return (yield from self._login())
 
+    def _exchange(self, build: Callable[[], httpx.Request]) -> _Flow[httpx.Response]:
+        """Send the token request ``build`` makes, and once more (a new request, so a new
+        proof) when the server asks for its DPoP nonce (RFC 9449 section 8): the answer."""
+        response = yield build()
+        self._heard(response)
+        if self._asks_nonce(response):
+            log.debug("%s asked for its DPoP nonce; sending once more", _where(response.url))
+            response = yield build()
+            self._heard(response)
+        return response
+
     def _login(self) -> _Flow[_Tokens]:
-        """``POST /login`` with HTTP Basic credentials."""
+        """``POST /login`` with HTTP Basic credentials (and a DPoP proof)."""
         url = f"{self.base_url}/login"
         basic = base64.b64encode(f"{self.username}:{self._password}".encode()).decode("ascii")
         sent = time.monotonic()
-        response = yield httpx.Request(
-            "POST", url, headers={**_TOKEN_HEADERS, "Authorization": f"Basic {basic}"}
+        response = yield from self._exchange(
+            lambda: httpx.Request(
+                "POST",
+                url,
+                headers={
+                    **_TOKEN_HEADERS,
+                    "Authorization": f"Basic {basic}",
+                    **self._prove("POST", url, None),
+                },
+            )
         )
         if response.status_code != 200:
             raise self._failure("login", response)
@@ -492,7 +631,8 @@ class JWTAPIAuth(httpx.Auth):
         if tokens.refresh is None:
             return (yield from self._login())
         sent = time.monotonic()
-        response = yield self._refresh_request(tokens.refresh)
+        refresh = tokens.refresh
+        response = yield from self._exchange(lambda: self._refresh_request(refresh))
         if response.status_code == 401:
             self._tokens = None
             log.debug("refresh refused (%s): login gone, logging in again", self._quote(response))
@@ -511,7 +651,7 @@ class JWTAPIAuth(httpx.Auth):
             return
         how: str | None = None
         if not tokens.due() or tokens.refresh is None:
-            response = yield self._logout_request(tokens)
+            response = yield from self._exchange(lambda: self._logout_request(tokens))
             if response.status_code in (200, 204):
                 how = "by /logout"
             elif response.status_code != 401:
@@ -526,12 +666,19 @@ class JWTAPIAuth(httpx.Auth):
 
     def _revoke(self, refresh: str) -> _Flow[str]:
         """End the login of ``refresh`` without a usable access token; how, in words."""
+        url = f"{self.base_url}/revoke"
         body = urlencode({"token": refresh, "token_type_hint": "refresh_token"}).encode()
-        response = yield httpx.Request(
-            "POST",
-            f"{self.base_url}/revoke",
-            headers={**_TOKEN_HEADERS, "Content-Type": "application/x-www-form-urlencoded"},
-            content=body,
+        response = yield from self._exchange(
+            lambda: httpx.Request(
+                "POST",
+                url,
+                headers={
+                    **_TOKEN_HEADERS,
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    **self._prove("POST", url, None),
+                },
+                content=body,
+            )
         )
         if response.status_code == 200:
             return "by /revoke"
@@ -540,14 +687,14 @@ class JWTAPIAuth(httpx.Auth):
         # No /revoke (a library app's blueprint): a refresh gives an access token to log
         # out with; a refresh refused means the login is gone already.
         sent = time.monotonic()
-        response = yield self._refresh_request(refresh)
+        response = yield from self._exchange(lambda: self._refresh_request(refresh))
         if response.status_code == 401:
             return "the login was gone already"
         if response.status_code != 200:
             raise self._failure("refresh", response)
         renewed = self._accept(response, sent, refresh)
         self._count("refreshes")
-        response = yield self._logout_request(renewed)
+        response = yield from self._exchange(lambda: self._logout_request(renewed))
         if response.status_code not in (200, 204, 401):
             raise self._failure("logout", response)
         return "by /refresh, then /logout"
@@ -589,6 +736,18 @@ class JWTAPIAuth(httpx.Auth):
         # RFC 6749 section 5.1: case-insensitive; Bearer when a server leaves it out.
         if not isinstance(scheme, str) or not scheme or scheme.lower() == "bearer":
             scheme = "Bearer"
+        if self._dpop is not None:
+            if scheme.lower() != "dpop":
+                url = _where(response.request.url)
+                raise TokenRequestFailed(
+                    f"{url} answered token_type {self._scrub(scheme)[:40]!r} to a DPoP proof "
+                    f"(as {self.username!r}): the server did not bind the tokens to this "
+                    "client's key (is DPoP off there?); they are not used as Bearer tokens",
+                    url=url,
+                    username=self.username,
+                    status=response.status_code,
+                )
+            scheme = "DPoP"
         new_refresh = body.get("refresh_token")
         expires_in = body.get("expires_in")
         if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
@@ -623,14 +782,43 @@ class JWTAPIAuth(httpx.Auth):
 
     def _authorize(self, method: str, url: str, token: str, scheme: str) -> dict[str, str]:
         """The headers that present ``token`` in ``scheme`` on one ``method`` ``url``
-        request: ``Authorization: <scheme> <token>``.
+        request: ``Authorization: <scheme> <token>``, and with DPoP a new proof.
 
         Every request that carries a token gets its headers here, the user's and the token
-        endpoints' alike (``scheme`` is the token response's ``token_type``): the one place
-        where a sender-constrained scheme (DPoP, RFC 9449) sets its scheme and adds its
-        per-request proof header.
+        endpoints' alike (``scheme`` is the token response's ``token_type``). The proof
+        hashes the token (``ath``) when it is a DPoP access token; a refresh token
+        (``Bearer`` at ``/refresh``) is not hashed (RFC 9449 section 5).
         """
-        return {"Authorization": f"{scheme} {token}"}
+        headers = {"Authorization": f"{scheme} {token}"}
+        headers.update(self._prove(method, url, token if scheme == "DPoP" else None))
+        return headers
+
+    def _prove(self, method: str, url: str, token: str | None) -> dict[str, str]:
+        """The ``DPoP`` header of one request (none without DPoP), with the latest nonce
+        of its origin."""
+        if self._dpop is None:
+            return {}
+        nonce = self._nonces.get(_origin(url))
+        return {"DPoP": self._dpop.proof(method, url, nonce, token)}
+
+    def _heard(self, response: httpx.Response) -> None:
+        """Keep the ``DPoP-Nonce`` of an answer, for the next proofs to its origin."""
+        self._keep_nonce(response.request.url, response.headers.get("DPoP-Nonce"))
+
+    def _keep_nonce(self, url: httpx.URL | str, nonce: str | None) -> None:
+        if self._dpop is not None and nonce:
+            self._nonces[_origin(url)] = nonce
+
+    def _asks_nonce(self, response: Any) -> bool:
+        """Whether an (httpx or requests) answer refuses a proof for want of the nonce it
+        gives (RFC 9449 section 8: 400 at a token endpoint, section 9: 401 at a resource):
+        then the request is worth sending once more."""
+        return (
+            self._dpop is not None
+            and response.status_code in (400, 401)
+            and bool(response.headers.get("DPoP-Nonce"))
+            and _nonce_wanted(response.headers.get("WWW-Authenticate", ""), response.content)
+        )
 
     # Errors ------------------------------------------------------------------------------
 
@@ -653,7 +841,7 @@ class JWTAPIAuth(httpx.Auth):
         }
         retry_after = response.headers.get("Retry-After")
         later = f"; retry after {self._scrub(retry_after)[:40]} s" if retry_after else ""
-        if action == "login" and status in (400, 401):
+        if action == "login" and status in (400, 401) and error not in _DPOP_ERRORS:
             return LoginFailed(
                 f"login to {url} as {self.username!r} refused: {said}; "
                 "the password is wrong or was changed, or the user was removed",
@@ -702,11 +890,12 @@ class JWTAPIAuth(httpx.Auth):
 
 class _RequestsRetry:
     """The response hook of one ``requests`` request: after a 401 about its token, new
-    tokens, and the request sent once more (as ``requests.auth.HTTPDigestAuth`` does)."""
+    tokens, and the request sent once more (as ``requests.auth.HTTPDigestAuth`` does);
+    after a 401 that asks for a DPoP nonce, sent once more with it first."""
 
-    def __init__(self, auth: JWTAPIAuth, generation: int, authorization: str, body: Any) -> None:
+    def __init__(self, auth: JWTAPIAuth, tokens: _Tokens, authorization: str, body: Any) -> None:
         self.auth = auth
-        self.generation = generation
+        self.tokens = tokens
         self.authorization = authorization
         # Where a file body starts, to rewind it to; None for a body that cannot be sent
         # twice (an iterator); 0 for none, bytes and text.
@@ -718,29 +907,47 @@ class _RequestsRetry:
                 self.position = None
 
     def __repr__(self) -> str:
-        return f"<{self.auth!r}'s retry hook, tokens of generation {self.generation}>"
+        return f"<{self.auth!r}'s retry hook, tokens of generation {self.tokens.generation}>"
 
     def __call__(self, response: Any, **kwargs: Any) -> Any:
         """Return ``response``, or the answer to the request sent once more."""
-        request = response.request
-        if response.status_code != 401 or (
-            request.headers.get("Authorization") != self.authorization
-        ):
+        auth = self.auth
+        auth._keep_nonce(response.request.url, response.headers.get("DPoP-Nonce"))
+        if not self._refused(response):
             return response
+        if auth._asks_nonce(response):
+            if self.position is None:
+                return response
+            response = self._again(response, self.tokens, kwargs)
+            auth._keep_nonce(response.request.url, response.headers.get("DPoP-Nonce"))
+            if not self._refused(response):
+                return response
         expired = _expired(response.headers.get("WWW-Authenticate", ""), response.content)
         if expired is None:
             return response
         try:
-            tokens = self.auth._recover_sync(self.generation, expired)
+            tokens = auth._recover_sync(self.tokens.generation, expired)
         except BaseException:
             response.close()
             raise
         if self.position is None:
             return response
+        return self._again(response, tokens, kwargs)
+
+    def _refused(self, response: Any) -> bool:
+        """A 401 to the request as this auth sent it."""
+        return bool(
+            response.status_code == 401
+            and response.request.headers.get("Authorization") == self.authorization
+        )
+
+    def _again(self, response: Any, tokens: _Tokens, kwargs: dict[str, Any]) -> Any:
+        """The answer to the request of ``response`` sent once more with ``tokens``."""
         from requests.cookies import extract_cookies_to_jar
 
+        request = response.request
         self.auth._count("retries")
-        log.debug("sending %s %s once more, with new tokens", request.method, _where(request.url))
+        log.debug("sending %s %s once more", request.method, _where(request.url))
         response.close()
         again = request.copy()
         if again.body is not None and not isinstance(again.body, bytes | str):
@@ -749,7 +956,7 @@ class _RequestsRetry:
         again.prepare_cookies(again._cookies)
         again.headers.update(self.auth._present(again.method, again.url, tokens))
         retried = response.connection.send(again, **kwargs)
-        retried.history.append(response)
+        retried.history = [*response.history, response]
         retried.request = again
         return retried
 
@@ -786,6 +993,15 @@ def _expired(challenge: str, body: bytes) -> bool | None:
     return "expired" in (description or "").lower()
 
 
+def _nonce_wanted(challenge: str, body: bytes) -> bool:
+    """Whether an answer's error (its JSON body's, else its challenge's) is
+    ``use_dpop_nonce`` (RFC 9449 sections 8 and 9)."""
+    error, _ = _error_of(body)
+    if error is None:
+        error = dict(_CHALLENGE_PARAM.findall(challenge)).get("error")
+    return error == "use_dpop_nonce"
+
+
 def _error_of(body: bytes) -> tuple[str | None, str | None]:
     """The ``error`` and ``error_description`` of a JSON error body (None when absent)."""
     try:
@@ -813,6 +1029,17 @@ def _replayable(request: httpx.Request) -> bool:
 def _where(url: httpx.URL | str) -> str:
     """``url`` without its query, fragment and user info (which may carry secrets)."""
     return str(httpx.URL(url).copy_with(query=None, fragment=None, userinfo=b""))
+
+
+def _origin(url: httpx.URL | str) -> tuple[str, str, int | None]:
+    """The origin of ``url`` (RFC 6454): whose nonces a proof to it carries."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
+def _b64(data: bytes) -> str:
+    """base64url without padding (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _is_number(text: str) -> bool:

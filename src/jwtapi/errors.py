@@ -27,18 +27,22 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.sansio.response import Response as SansIOResponse
 
 from jwtapi import events as ev
+from jwtapi.dpop import ALGORITHMS as DPOP_ALGORITHMS
+from jwtapi.dpop import REQUIRED as DPOP_REQUIRED
 from jwtapi.exceptions import (
     AuthError,
     CSRFRejected,
     InsufficientScope,
     InsufficientUserAuthentication,
     InvalidCredentials,
+    InvalidDPoPProof,
     InvalidScope,
     MissingToken,
     RateLimited,
     StateUnavailable,
     TemporarilyUnavailable,
     TokenEndpointError,
+    TokenNeedsDPoP,
 )
 from jwtapi.stores.base import StoreUnavailable
 
@@ -61,6 +65,8 @@ _NO_CHALLENGE = (
     TokenEndpointError,
     InvalidScope,
 )
+#: The RFC 9449 section 7.1 challenge's start: the proof algorithms we accept.
+DPOP_CHALLENGE = f'DPoP algs="{" ".join(DPOP_ALGORITHMS)}"'
 #: Seconds a client is asked to wait after a 503 (an outage of the database or Redis).
 RETRY_AFTER = "5"
 log = logging.getLogger("jwtapi")
@@ -80,8 +86,13 @@ def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str
 
     ``environ`` is the WSGI environ of the request refused: a wrong login whose request
     carries ``X-Requested-With: XMLHttpRequest`` (any case) is challenged with
-    :data:`FORM_CHALLENGE`, every other one with :data:`BASIC_CHALLENGE`.
+    :data:`FORM_CHALLENGE`, every other one with :data:`BASIC_CHALLENGE`. A refused DPoP
+    proof, a bound token sent as a bearer token, and any refusal of a token sent with the
+    ``DPoP`` scheme get the ``DPoP`` challenge (RFC 9449 section 7.1); a DPoP refusal of a
+    token endpoint (400, RFC 9449 section 5) none.
     """
+    if isinstance(error, InvalidDPoPProof):
+        return None if error.status == 400 else _dpop_challenge(error)
     if isinstance(
         error,
         TemporarilyUnavailable | CSRFRejected | RateLimited | TokenEndpointError | InvalidScope,
@@ -92,6 +103,8 @@ def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str
     if isinstance(error, MissingToken):
         # RFC 6750 section 3.1: no error code when the request had no authentication.
         return f'Bearer realm="{REALM}"'
+    if isinstance(error, TokenNeedsDPoP) or _dpop_scheme(environ):
+        return _dpop_challenge(error)
     parts = [f'realm="{REALM}"', f'error="{error.error}"']
     if isinstance(error, InsufficientScope):
         # Contract section 3: exactly error and scope; the body carries the description.
@@ -101,6 +114,22 @@ def challenge(error: AuthError, environ: Mapping[str, Any] | None = None) -> str
     if isinstance(error, InsufficientUserAuthentication) and error.max_age is not None:
         parts.append(f"max_age={int(error.max_age)}")  # RFC 9470 section 3: a bare number
     return "Bearer " + ", ".join(parts)
+
+
+def _dpop_challenge(error: AuthError) -> str:
+    """``DPoP algs="...", error="...", ...`` (RFC 9449 section 7.1) for ``error``."""
+    parts = [DPOP_CHALLENGE, f'error="{error.error}"']
+    if isinstance(error, InsufficientScope):
+        parts.append(f'scope="{_quotable(error.scope)}"')
+    else:
+        parts.append(f'error_description="{_quotable(error.description)}"')
+    return ", ".join(parts)
+
+
+def _dpop_scheme(environ: Mapping[str, Any] | None) -> bool:
+    """Whether the request sent its token with ``Authorization: DPoP``."""
+    value = environ.get("HTTP_AUTHORIZATION") if environ is not None else None
+    return isinstance(value, str) and value.strip()[:5].lower() == "dpop "
 
 
 class AuthHTTPException(HTTPException):
@@ -153,9 +182,15 @@ class AuthHTTPException(HTTPException):
             ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"),
         ]
-        value = challenge(self.auth_error, environ)
+        error = self.auth_error
+        value = challenge(error, environ)
         if value:
             headers.append(("WWW-Authenticate", value))
+        if isinstance(error, MissingToken) and _dpop_required():
+            # Either scheme is welcome (RFC 9449 section 7.1): both are offered.
+            headers.append(("WWW-Authenticate", DPOP_CHALLENGE))
+        if isinstance(error, InvalidDPoPProof) and error.nonce:
+            headers.append(("DPoP-Nonce", error.nonce))
         if isinstance(self.auth_error, TemporarilyUnavailable):
             headers.append(("Retry-After", RETRY_AFTER))
         if isinstance(self.auth_error, RateLimited):
@@ -230,6 +265,12 @@ def _error_handler() -> Callable[[AuthError], Any] | None:
     its key: this module sits below :mod:`jwtapi.extension`)."""
     handler: Callable[[AuthError], Any] | None = getattr(_state(), "error_handler", None)
     return handler
+
+
+def _dpop_required() -> bool:
+    """Whether the current app requires DPoP (``JWTAPI_DPOP=required``)."""
+    dpop = getattr(_state(), "dpop", None)
+    return getattr(dpop, "mode", None) == DPOP_REQUIRED
 
 
 def _from_script(environ: Mapping[str, Any] | None) -> bool:

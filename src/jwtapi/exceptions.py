@@ -225,3 +225,43 @@ class RevokedToken(InvalidToken):
     """The token, its family or its user's earlier tokens were revoked."""
 
     default_description = "token revoked"
+
+
+class TokenNeedsDPoP(InvalidToken):
+    """A DPoP-bound access token (``cnf.jkt``, RFC 9449 section 6) presented as a bearer
+    token (the ``Bearer`` scheme, the query string or a cookie), or an unbound one with the
+    ``DPoP`` scheme: answered with the ``DPoP`` challenge (RFC 9449 section 7.1)."""
+
+    default_description = (
+        "this token is bound to a DPoP key: send it as Authorization: DPoP with a DPoP proof"
+    )
+
+
+class InvalidDPoPProof(AuthError):
+    """A DPoP proof (RFC 9449 section 4.3) that is missing where it is needed, malformed,
+    stale, replayed, or signed by another key than the token's.
+
+    At a protected route 401 with the ``DPoP`` challenge; at ``/login``, ``/token`` and
+    ``/refresh`` 400 with no challenge (RFC 9449 section 5): :meth:`at_token_endpoint`.
+    :attr:`nonce` is a fresh server nonce for the ``DPoP-Nonce`` header, when nonces are on.
+    """
+
+    error = "invalid_dpop_proof"
+    default_description = "invalid DPoP proof"
+
+    def __init__(self, description: str | None = None, nonce: str | None = None) -> None:
+        self.nonce = nonce
+        super().__init__(description)
+
+    def at_token_endpoint(self) -> InvalidDPoPProof:
+        """This refusal as a token endpoint answers it: 400, no challenge."""
+        self.status = 400
+        return self
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """A proof without the server's current nonce, when nonces are on (RFC 9449 section 8):
+    the answer carries a fresh one in ``DPoP-Nonce`` for the client to retry with."""
+
+    error = "use_dpop_nonce"
+    default_description = "the DPoP proof must carry the nonce of the DPoP-Nonce header"

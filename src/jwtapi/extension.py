@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, overload
+from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -47,6 +48,7 @@ from jwtapi.cookies import (
     private_to_the_cookie_holder,
     read_cookies,
 )
+from jwtapi.dpop import DPoP, Nonces, ProofRequest
 from jwtapi.errors import AuthHTTPException
 from jwtapi.exceptions import (
     AuthError,
@@ -56,9 +58,10 @@ from jwtapi.exceptions import (
     KeySourceUnavailable,
     MissingToken,
     StateUnavailable,
+    TokenNeedsDPoP,
 )
 from jwtapi.identity import Identity
-from jwtapi.keys import KeySet, load_keys
+from jwtapi.keys import KeySet, load_keys, private_key_material
 from jwtapi.requestid import ENVIRON_KEY as REQUEST_ID_KEY
 from jwtapi.requestid import STARTED_KEY
 from jwtapi.sessions import Revoker, Sessions, ensure_not_revoked
@@ -71,7 +74,7 @@ from jwtapi.stores import (
     open_stores,
 )
 from jwtapi.tokens import ACCESS_TYPE, REFRESH_TYPE, Token, TokenPair, TokenService
-from jwtapi.transport import QUERY_PARAMETERS, bearer_from_header, select_token
+from jwtapi.transport import QUERY_PARAMETERS, access_token_from_header, select_token
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -102,6 +105,9 @@ class AuthState:
     extension: JWTAuth | None = None
     #: What this app's authentication emits (metrics and the audit trail listen).
     events: ev.Events = field(default_factory=ev.Events)
+    #: DPoP proofs (RFC 9449), checked at logins, refreshes and protected routes; None
+    #: only in an AuthState built by hand (then no token is ever bound).
+    dpop: DPoP | None = None
 
     @property
     def error_handler(self) -> Callable[[AuthError], Any] | None:
@@ -186,16 +192,20 @@ class JWTAuth:
         sessions: Sessions | None = None
         if stores is not None:
             revocations = self._revocations or stores.revocations
-            revoker = Revoker(stores.families, revocations, settings.leeway, events)
-            sessions = Sessions(tokens, revoker, _Callbacks(self))
         else:
             revocations = self._revocations or open_revocations(
                 settings.database, settings.redis_url
             )
+        # The proofs seen are kept where the revocations are: shared as widely.
+        nonces = Nonces(private_key_material(settings, keys)) if settings.dpop_nonce else None
+        dpop = DPoP(revocations, settings.dpop, nonces, settings.leeway)
+        if stores is not None:
+            revoker = Revoker(stores.families, revocations, settings.leeway, events)
+            sessions = Sessions(tokens, revoker, _Callbacks(self), dpop=dpop)
         if self._metrics is not None:
             _record_metrics(app, self._metrics, events, revocations)
         app.extensions[EXTENSION_KEY] = AuthState(
-            settings, keys, tokens, revocations, sessions, self, events
+            settings, keys, tokens, revocations, sessions, self, events, dpop
         )
         # An AuthError raised in the app's own views gets its RFC 6750 answer, not a 500;
         # and a refusal stays the complete answer it is even where another extension
@@ -370,12 +380,14 @@ def verify_request(
     fresh: bool = False,
     max_age: int | None = None,
     method: str | None = None,
+    path: str | None = None,
 ) -> Token | None:
     """Authenticate the current request and return its access token.
 
-    ``method`` is the HTTP method the request stands for when it is not its own (a
-    gateway's forward auth asks for the original request): with cookie tokens, an unsafe
-    one needs the CSRF token.
+    ``method`` and ``path`` are the HTTP method and the path the request stands for when
+    they are not its own (a gateway's forward auth asks for the original request): with
+    cookie tokens, an unsafe method needs the CSRF token; a DPoP proof's ``htm`` and
+    ``htu`` are compared with them.
 
     Raises an :class:`AuthHTTPException` on any failure. With ``optional`` a request
     without any token gives None, while a bad token is still refused.
@@ -386,7 +398,45 @@ def verify_request(
         optional,
         _Freshness.of(fresh, max_age),
         method,
+        path,
     )
+
+
+def proof_request(
+    req: Request | None = None, method: str | None = None, path: str | None = None
+) -> ProofRequest:
+    """The DPoP proof of ``req`` (default: the current request) and what it must name:
+    ``htm`` the method (``method``, when the request stands for another), ``htu``
+    ``JWTAPI_PUBLIC_URL`` plus the path when that is set, else the request's own URL
+    (as :class:`~werkzeug.middleware.proxy_fix.ProxyFix` corrected it), without query."""
+    req = req if req is not None else request._get_current_object()  # type: ignore[attr-defined]
+    # A WSGI server joins repeated headers with commas, which no JWS contains.
+    header = req.environ.get("HTTP_DPOP")
+    proofs = header.split(",") if header else ()
+    public_url = auth_state().settings.public_url
+    if path is None and public_url is None:
+        url = req.base_url
+    else:
+        where = path if path is not None else req.script_root + req.path
+        url = (public_url or req.host_url.rstrip("/")) + quote(where, safe=_URL_SAFE)
+    return ProofRequest(proofs, method or req.method, url)
+
+
+#: What a path keeps as it is when it becomes part of a URL (RFC 3986 pchar and "/").
+_URL_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _add_nonce(dpop: DPoP) -> Callable[[Response], Response]:
+    """An after-request function putting a fresh nonce into ``DPoP-Nonce`` (RFC 9449
+    section 8.2: a success may carry the next one)."""
+
+    def add(response: Response) -> Response:
+        nonce = dpop.fresh_nonce()
+        if nonce is not None:
+            response.headers["DPoP-Nonce"] = nonce
+        return response
+
+    return add
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +474,7 @@ def _authenticate(
     optional: bool,
     freshness: _Freshness | None = None,
     method: str | None = None,
+    path: str | None = None,
 ) -> Token | None:
     """:func:`verify_request` for a request object already at hand (the hot path: every
     protected request runs it, so it reads the WSGI environ directly, and looks the app
@@ -434,7 +485,7 @@ def _authenticate(
     environ = req.environ
     try:
         authorization = environ.get("HTTP_AUTHORIZATION")
-        header_token = bearer_from_header(authorization)
+        header_token, by_dpop = access_token_from_header(authorization)
         # The query string is parsed only when there is one (most requests have none).
         query_tokens = (
             [v for name in QUERY_PARAMETERS for v in req.args.getlist(name)]
@@ -468,6 +519,16 @@ def _authenticate(
             raise
         token = state.tokens.verify(raw, ACCESS_TYPE)
         ensure_not_revoked(state.revocations, token)
+        dpop = state.dpop
+        if dpop is not None and (by_dpop or token.jkt is not None):
+            if dpop.nonces is not None:
+                after_this_request(_add_nonce(dpop))
+            location = "header" if raw is header_token else "query"
+            if cookie_token is not None:
+                location = "cookie"
+            dpop.check_use(token.jkt, by_dpop, location, proof_request(req, method, path), raw)
+        elif token.jkt is not None:  # no DPoP here at all (an AuthState built by hand)
+            raise TokenNeedsDPoP()
         if cookie_token is not None:
             token = replace(token, location="cookie")
             if (method or req.method) not in SAFE_METHODS:

@@ -308,6 +308,24 @@ def check_key_type(key: PrivateKey | PublicKey, algorithm: str, variable: str) -
         raise ConfigError(f"{PREFIX}ALGORITHM: {algorithm} takes no key file")
 
 
+def private_key_material(settings: Settings, keys: KeySet) -> bytes:
+    """Secret bytes every instance of one deployment holds alike, for keys derived from
+    them (DPoP nonces): ``JWTAPI_SECRET_KEY``, else the private key's PKCS#8 DER.
+    Raises :class:`ConfigError` on a server with neither (verify-only)."""
+    if settings.secret_key:
+        return settings.secret_key.encode("utf-8")
+    key = keys.signing_key
+    if key is None or isinstance(key, bytes):
+        raise ConfigError(
+            f"{PREFIX}DPOP_NONCE: needs {PREFIX}SECRET_KEY or {PREFIX}PRIVATE_KEY_FILE"
+        )
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def same_public_key(a: PublicKey, b: PublicKey) -> bool:
     """True when two public keys are the same key."""
     return public_bytes(a) == public_bytes(b)
@@ -342,11 +360,28 @@ def thumbprint(key: PublicKey) -> str:
         )
     else:
         algorithm = "EdDSA"
-    jwk: dict[str, Any] = get_default_algorithms()[algorithm].to_jwk(key, as_dict=True)
-    members = _THUMBPRINT_MEMBERS.get(jwk["kty"], ("crv", "kty", "x"))  # OKP: RFC 8037
-    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return jwk_thumbprint(get_default_algorithms()[algorithm].to_jwk(key, as_dict=True))
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK given as a dict (a DPoP proof's
+    ``jwk``): the hash of its required members, as written, in lexicographic order.
+
+    Raises :class:`KeyError` when a required member is missing and :class:`TypeError`
+    when one is not a string.
+    """
+    members = thumbprint_members(str(jwk["kty"]))
+    values = {m: jwk[m] for m in members}
+    if not all(isinstance(value, str) for value in values.values()):
+        raise TypeError("JWK members must be strings")
+    canonical = json.dumps(values, separators=(",", ":"), sort_keys=True)
     digest = hashlib.sha256(canonical.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def thumbprint_members(kty: str) -> tuple[str, ...]:
+    """The members RFC 7638 hashes for a key of type ``kty`` (OKP's: RFC 8037)."""
+    return _THUMBPRINT_MEMBERS.get(kty, ("crv", "kty", "x"))
 
 
 def generate_private_key(algorithm: str) -> PrivateKey:

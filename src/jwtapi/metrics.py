@@ -60,6 +60,8 @@ CHECK_RESULTS = (
     "insufficient_user_authentication",
     "csrf_failed",
     "temporarily_unavailable",
+    "invalid_dpop_proof",
+    "use_dpop_nonce",
 )
 REFRESH_OUTCOMES = ("success", "reuse_detected", "invalid")
 STORES = ("database", "redis", "jwks")

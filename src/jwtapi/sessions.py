@@ -24,10 +24,12 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from jwtapi import events as ev
+from jwtapi.dpop import DPoP, ProofRequest
 from jwtapi.events import Events
 from jwtapi.exceptions import (
     AuthError,
     InvalidCredentials,
+    InvalidDPoPProof,
     InvalidRequest,
     InvalidScope,
     InvalidToken,
@@ -135,6 +137,11 @@ class Revoker:
         ensure_not_revoked(self.revocations, token)
 
 
+def _bound(jkt: str | None) -> dict[str, str]:
+    """The ``jkt`` field of a bound login's events (none for a bearer login's)."""
+    return {"jkt": jkt} if jkt is not None else {}
+
+
 def narrowed(granted: str, asked: str) -> str:
     """``asked``, a subset of ``granted`` (space-separated scopes), in ``granted``'s
     order; :class:`InvalidScope` when it asks for more."""
@@ -159,8 +166,11 @@ class Sessions:
         revoker: Revoker,
         identities: IdentitySource,
         timing: UniformTiming | None = None,
+        dpop: DPoP | None = None,
     ) -> None:
         self.tokens = tokens
+        #: DPoP (RFC 9449): the proofs of logins and refreshes; None: no binding at all.
+        self.dpop = dpop
         self.revoker = revoker
         self.families = revoker.families
         self.identities = identities
@@ -180,11 +190,21 @@ class Sessions:
             known = False
         return username if known else ev.UNKNOWN_USER
 
-    def login(self, username: str, password: str, scope: str | None = None) -> TokenPair:
+    def login(
+        self,
+        username: str,
+        password: str,
+        scope: str | None = None,
+        *,
+        proof: ProofRequest | None = None,
+    ) -> TokenPair:
         """Check the password (a refusal takes as long as a success) and start a family.
 
         ``scope`` (the token endpoint's) narrows the login to that subset of the user's
-        scope; more raises :class:`InvalidScope`.
+        scope; more raises :class:`InvalidScope`. ``proof`` is the request's DPoP proof:
+        a valid one binds the login to its key, a bad one (or none, where DPoP is
+        required) raises :class:`~jwtapi.exceptions.InvalidDPoPProof` before the password
+        is checked.
         """
         events = self.events
         refused_as: list[str] = []
@@ -197,6 +217,11 @@ class Sessions:
             return identity
 
         try:
+            try:
+                jkt = self._binding(proof, None)
+            except InvalidDPoPProof as error:
+                events.emit(ev.LOGIN_FAILED, username=ev.UNKNOWN_USER, reason=error.error)
+                raise
             identity = self.timing.run(check)
             if identity is None:
                 name = refused_as[0] if refused_as else ev.UNKNOWN_USER
@@ -209,7 +234,7 @@ class Sessions:
                     events.emit(ev.LOGIN_FAILED, username=username, reason=error.error)
                     raise
             try:
-                pair = self.start(identity, fresh=True, narrowed=scope is not None)
+                pair = self.start(identity, fresh=True, narrowed=scope is not None, jkt=jkt)
             except InvalidCredentials:  # the password changed (or the user went) meanwhile
                 name = self.known_name(username)
                 events.emit(ev.LOGIN_FAILED, username=name, reason=ev.INVALID_CREDENTIALS)
@@ -217,8 +242,16 @@ class Sessions:
         except StoreUnavailable as exc:
             events.emit(ev.LOGIN_UNAVAILABLE, store=exc.store)
             raise
-        events.emit(ev.LOGIN_SUCCEEDED, subject=identity.subject, sid=pair.family)
+        events.emit(ev.LOGIN_SUCCEEDED, subject=identity.subject, sid=pair.family, **_bound(jkt))
         return pair
+
+    def _binding(self, proof: ProofRequest | None, bound_to: str | None) -> str | None:
+        """The DPoP key the new tokens are bound to: the login's own (``bound_to``), proved
+        again by ``proof``; or the key of ``proof``, when it has one and DPoP is on."""
+        if self.dpop is None:
+            return bound_to
+        request = proof if proof is not None else ProofRequest((), "", "")
+        return self.dpop.refresh_binding(request, bound_to)
 
     def login_unreadable(self) -> None:
         """Record a login refused before any password was checked: its credentials could
@@ -242,16 +275,24 @@ class Sessions:
         counters did not answer)."""
         self.events.emit(ev.LOGIN_UNAVAILABLE, store=store)
 
-    def start(self, identity: Identity, fresh: bool = False, narrowed: bool = False) -> TokenPair:
+    def start(
+        self,
+        identity: Identity,
+        fresh: bool = False,
+        narrowed: bool = False,
+        jkt: str | None = None,
+    ) -> TokenPair:
         """A new login (a token family, recorded) for ``identity``, whose password was
         checked (``fresh``), or which the app vouches for itself (``issue_tokens``); a
-        ``narrowed`` one keeps its scope as the most its refreshes may grant."""
+        ``narrowed`` one keeps its scope as the most its refreshes may grant; one with a
+        ``jkt`` is bound to that DPoP key."""
         pair = self.tokens.issue_pair(
             identity.subject,
             identity.scope,
             claims=identity.claims,
             fresh=fresh,
             scope_ceiling=identity.scope if narrowed else None,
+            jkt=jkt,
         )
         # Recorded only if the password is still the one just checked (the service's user
         # table): a login racing `jwtapi users passwd` or `remove` gets no token that
@@ -269,8 +310,13 @@ class Sessions:
         scope: str | None = None,
         *,
         check: Callable[[Token], None] | None = None,
+        proof: ProofRequest | None = None,
     ) -> TokenPair:
         """Rotate a refresh token; on reuse revoke its whole family and refuse.
+
+        ``proof`` is the request's DPoP proof: a login bound to a key needs one by that
+        key (else :class:`~jwtapi.exceptions.InvalidDPoPProof`, and nothing rotates); an
+        unbound login is bound by a valid one.
 
         The identity is asked again (``load_identity``): None ends the login. Without
         one, the login's scope and claims are carried over as they were. The scope never
@@ -280,7 +326,7 @@ class Sessions:
         """
         reused: list[Token] = []
         try:
-            pair, token = self._rotate(raw_token, scope, check, reused)
+            pair, token = self._rotate(raw_token, scope, check, reused, proof)
         except (AuthError, StoreUnavailable) as error:
             if reused:  # detected, even when an outage then cut the revocation short
                 self.events.emit(
@@ -289,7 +335,7 @@ class Sessions:
             elif isinstance(error, AuthError) and not isinstance(error, TemporarilyUnavailable):
                 self.events.emit(ev.REFRESH_FAILED, reason=error.error)
             raise
-        self.events.emit(ev.TOKEN_REFRESHED, subject=token.sub, sid=token.sid)
+        self.events.emit(ev.TOKEN_REFRESHED, subject=token.sub, sid=token.sid, **_bound(pair.jkt))
         return pair
 
     def refresh_missing(self, error: AuthError) -> None:
@@ -302,6 +348,7 @@ class Sessions:
         scope: str | None,
         check: Callable[[Token], None] | None,
         reused: list[Token],
+        proof: ProofRequest | None = None,
     ) -> tuple[TokenPair, Token]:
         """:meth:`refresh`'s work; a reuse puts the token presented into ``reused``."""
         token = self.tokens.verify(raw_token, REFRESH_TYPE)
@@ -310,6 +357,9 @@ class Sessions:
         if token.sid is None:
             raise MalformedToken("malformed token: no sid claim")
         self.revoker.check(token)
+        # Before anything rotates: a stolen bound refresh token, without its key, leaves
+        # the login as it was.
+        jkt = self._binding(proof, token.jkt)
         identity = self.identities.load_identity(token.sub, token)
         if identity is None:
             self.revoker.revoke_families([token.sid])
@@ -332,6 +382,7 @@ class Sessions:
             auth_time=token.auth_time if token.auth_time is not None else token.iat,
             scope_ceiling=ceiling if isinstance(ceiling, str) else None,
             refresh_scope=identity.scope,
+            jkt=jkt,
         )
         outcome = self.families.rotate(
             token.sid, token.jti, pair.refresh_jti, pair.access_exp, pair.refresh_exp

@@ -37,6 +37,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     }
 )  # fmt: skip
 ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+#: ``JWTAPI_DPOP``'s values (:data:`jwtapi.dpop.MODES`).
+DPOP_MODES = ("off", "optional", "required")
 
 #: RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -86,6 +88,11 @@ class Settings:
     #: Where the audit trail goes: ``"-"`` (with the server's own log), a file path,
     #: ``"syslog"`` (``/dev/log``) or ``"syslog://HOST:PORT"`` (UDP).
     audit_log: str = "-"
+    #: DPoP (RFC 9449): ``"off"`` (proofs ignored), ``"optional"`` (a login with a proof
+    #: is bound to its key) or ``"required"`` (logins without a proof refused).
+    dpop: str = "optional"
+    #: Server-issued DPoP nonces (RFC 9449 section 8) required in every proof.
+    dpop_nonce: bool = False
 
     def __repr__(self) -> str:
         # Never let the secret reach a log or a traceback through repr().
@@ -185,6 +192,17 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
             f"{PREFIX}LOGIN_RATE_LIMIT: {rate_limit!r} is not a limit like '10/minute' or 'off'"
         )
 
+    dpop = (reader.text("DPOP") or "optional").lower()
+    if dpop not in DPOP_MODES:
+        raise ConfigError(f"{PREFIX}DPOP: must be off, optional or required, not {dpop!r}")
+    dpop_nonce = reader.boolean("DPOP_NONCE", False)
+    if dpop_nonce and secret is None and private_key is None:
+        # A nonce is an HMAC under a key only this deployment holds: never a public one.
+        raise ConfigError(
+            f"{PREFIX}DPOP_NONCE: needs {PREFIX}SECRET_KEY or {PREFIX}PRIVATE_KEY_FILE, "
+            "whose key material the nonces are derived from"
+        )
+
     return Settings(
         algorithm=algorithm,
         secret_key=secret,
@@ -207,6 +225,8 @@ def parse_settings(values: Mapping[str, Any]) -> Settings:
         metrics_address=_metrics_address(reader.text("METRICS_ADDRESS")),
         log_format=_log_format(reader.text("LOG_FORMAT")),
         audit_log=_audit_log(reader.text("AUDIT_LOG")),
+        dpop=dpop,
+        dpop_nonce=dpop_nonce,
     )
 
 

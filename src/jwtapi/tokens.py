@@ -132,6 +132,14 @@ class Token:
         return self.claims.get("fresh") is True
 
     @property
+    def jkt(self) -> str | None:
+        """The thumbprint of the DPoP key the token is bound to (``cnf.jkt``, RFC 9449
+        section 6), or None for a bearer token."""
+        cnf = self.claims.get("cnf")
+        value = cnf.get("jkt") if isinstance(cnf, Mapping) else None
+        return value if isinstance(value, str) else None
+
+    @property
     def custom_claims(self) -> dict[str, Any]:
         """The claims of the identity, without the ones jwtapi sets itself."""
         return {k: v for k, v in self.claims.items() if k not in REGISTERED_CLAIMS}
@@ -159,12 +167,15 @@ class TokenPair:
     refresh_jti: str
     access_exp: int
     refresh_exp: int
+    #: The thumbprint of the DPoP key both tokens are bound to, or None (bearer tokens).
+    jkt: str | None = None
 
     def response_body(self) -> dict[str, Any]:
-        """The RFC 6749 section 5.1 token response."""
+        """The RFC 6749 section 5.1 token response (``token_type`` ``DPoP`` for bound
+        tokens, RFC 9449 section 5)."""
         return {
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            "token_type": "DPoP" if self.jkt else "Bearer",
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
             "scope": self.scope,
@@ -213,6 +224,7 @@ class TokenService:
         fresh: bool = False,
         scope_ceiling: str | None = None,
         refresh_scope: str | None = None,
+        jkt: str | None = None,
     ) -> TokenPair:
         """Issue an access token and a refresh token of one family (new unless given).
 
@@ -220,7 +232,9 @@ class TokenService:
         login. The refresh token carries the scope, ``auth_time`` and ``claims`` on, and
         the ``scope_ceiling`` of a login narrowed at the token endpoint, which no refresh
         may exceed (RFC 6749 section 6). ``refresh_scope`` is the refresh token's own scope
-        when a refresh narrowed only its access token (default: ``scope``).
+        when a refresh narrowed only its access token (default: ``scope``). ``jkt`` binds
+        both tokens to that DPoP key (``cnf``, RFC 9449 section 6): the refresh token's
+        binding is its login's, which every refresh of it must prove again.
         """
         now = int(time.time()) if now is None else now
         family = family or new_id()
@@ -230,6 +244,8 @@ class TokenService:
             "scope": scope,
             "auth_time": now if auth_time is None else auth_time,
         }
+        if jkt is not None:
+            carried["cnf"] = {"jkt": jkt}
         access_claims = {**carried, "fresh": True} if fresh else carried
         access = self.issue(ACCESS_TYPE, subject, family, now, access_claims)
         refresh_claims = {**carried, "jti": refresh_jti}
@@ -247,6 +263,7 @@ class TokenService:
             refresh_jti=refresh_jti,
             access_exp=now + self.access_ttl,
             refresh_exp=now + self.refresh_ttl,
+            jkt=jkt,
         )
 
     def issue(
@@ -414,6 +431,9 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
         raise MalformedToken("malformed token: auth_time must be a number")
     if not isinstance(claims.get("fresh", False), bool):
         raise MalformedToken("malformed token: fresh must be a boolean")
+    cnf = claims.get("cnf")
+    if cnf is not None and not (isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str)):
+        raise MalformedToken("malformed token: cnf must be an object with a jkt")
 
 
 def new_id() -> str:

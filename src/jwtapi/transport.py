@@ -104,6 +104,24 @@ def bearer_from_header(header: str | None) -> str | None:
     return token
 
 
+def access_token_from_header(header: str | None) -> tuple[str | None, bool]:
+    """The token of an ``Authorization: Bearer`` or ``Authorization: DPoP`` header (RFC
+    9449 section 7.1), and whether it came with the DPoP scheme; ``(None, False)`` when
+    there is no such header. A malformed token raises :class:`InvalidRequest`."""
+    if header is None:
+        return None, False
+    if len(header) > MAX_AUTHORIZATION_LENGTH:
+        raise InvalidRequest("the Authorization header is too long")
+    scheme, _, value = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "dpop"):
+        return None, False
+    token = value.strip()
+    if not _B64TOKEN.match(token):
+        raise InvalidRequest("the Authorization header does not hold a bearer token")
+    return token, scheme == "dpop"
+
+
 def select_token(
     header_token: str | None,
     query_tokens: Sequence[str],

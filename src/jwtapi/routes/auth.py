@@ -30,7 +30,7 @@ from jwtapi.cookies import (
 )
 from jwtapi.errors import AuthHTTPException, abort_auth, rate_limited, store_unavailable
 from jwtapi.exceptions import AuthError, InvalidCredentials, InvalidRequest, InvalidToken
-from jwtapi.extension import auth_state, authenticated_by_cookie, verify_request
+from jwtapi.extension import auth_state, authenticated_by_cookie, proof_request, verify_request
 from jwtapi.ratelimit import limit_login
 from jwtapi.sessions import Sessions
 from jwtapi.stores import StoreUnavailable
@@ -70,7 +70,7 @@ def login() -> Response:
         except InvalidCredentials:
             sessions.login_unreadable()
             raise
-        pair = sessions.login(username, password)
+        pair = sessions.login(username, password, proof=proof_request())
     except AuthError as error:
         raise abort_auth(error) from None
     # A login another site made the browser send (with credentials the browser cached)
@@ -107,7 +107,7 @@ def refresh() -> Response:
             missing = missing_refresh_token(authorization)
             sessions.refresh_missing(missing)
             raise missing
-        pair = sessions.refresh(raw, check=csrf)
+        pair = sessions.refresh(raw, check=csrf, proof=proof_request())
     except AuthError as error:
         raise abort_auth(error) from None
     return token_response(pair, refresh_in_body=not by_cookie)
@@ -191,14 +191,19 @@ def _refresh_token_from_body() -> str | None:
 
 def token_response(pair: TokenPair, refresh_in_body: bool = True, cookies: bool = True) -> Response:
     """The token response, never cached (RFC 6749 section 5.1); with cookie tokens on, the
-    same tokens also go into their cookies (unless ``cookies`` is False)."""
+    same tokens also go into their cookies (unless ``cookies`` is False); with DPoP nonces
+    on, the next nonce in ``DPoP-Nonce``."""
     body = pair.response_body()
     if not refresh_in_body:
         del body["refresh_token"]
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
-    settings = auth_state().settings
+    state = auth_state()
+    settings = state.settings
+    nonce = state.dpop.fresh_nonce() if state.dpop is not None else None
+    if nonce is not None:  # the next proof's nonce (RFC 9449 section 8.2)
+        response.headers["DPoP-Nonce"] = nonce
     if settings.cookie_tokens and cookies:
         set_token_cookies(response, pair, settings.refresh_token_ttl, _refresh_paths())
     return response

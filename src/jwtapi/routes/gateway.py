@@ -24,6 +24,9 @@ bp = Blueprint("gateway", __name__)
 
 #: Where gateways name the original request's method (Traefik, and deploy/nginx's config).
 METHOD_HEADERS = ("X-Forwarded-Method", "X-Original-Method")
+#: Where they name its path (nginx's ``$request_uri``, Traefik's ``X-Forwarded-Uri``): the
+#: ``htu`` a DPoP proof must name is ``JWTAPI_PUBLIC_URL`` (or this request's host) plus it.
+URI_HEADERS = ("X-Original-URI", "X-Forwarded-Uri")
 #: Printable ASCII but ``%``: kept as it is in a percent-encoded header value.
 _SAFE = "".join(c for c in string.printable if c not in "%\t\n\r\x0b\x0c")
 
@@ -40,13 +43,27 @@ def header_safe(value: str) -> str:
 def verify() -> Response:
     """The request's access token checked as a protected route checks it; ``?scope=a b``
     requires those scopes."""
-    token = verify_request(scope=request.args.get("scope") or None, method=_original_method())
+    token = verify_request(
+        scope=request.args.get("scope") or None,
+        method=_original_method(),
+        path=_original_path(),
+    )
     assert token is not None  # not optional: a request without one was refused
     response = jsonify(sub=token.sub, scope=token.scope)
     response.headers["X-Auth-Subject"] = header_safe(token.sub)
     response.headers["X-Auth-Scope"] = header_safe(token.scope)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _original_path() -> str | None:
+    """The original request's path (query and fragment left out), as the gateway names it;
+    None when it names none (then ``/verify``'s own)."""
+    for name in URI_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if value.startswith("/"):
+            return value.split("?", 1)[0].split("#", 1)[0]
+    return None
 
 
 def _original_method() -> str | None:

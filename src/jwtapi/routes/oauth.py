@@ -22,6 +22,7 @@ from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError as LimitsStorageError
 from werkzeug.datastructures import MultiDict
 
+from jwtapi.dpop import ALGORITHMS as DPOP_ALGORITHMS
 from jwtapi.errors import abort_auth, rate_limited, store_unavailable
 from jwtapi.exceptions import (
     AuthError,
@@ -31,7 +32,7 @@ from jwtapi.exceptions import (
     TokenEndpointError,
     UnsupportedGrantType,
 )
-from jwtapi.extension import auth_state, verify_request
+from jwtapi.extension import auth_state, proof_request, verify_request
 from jwtapi.ratelimit import limit_login
 from jwtapi.routes import SERVICE_KEY
 from jwtapi.routes.auth import sessions_or_404, token_response
@@ -78,13 +79,15 @@ def token() -> Response:
         if grant == "password":
             form = _form("grant_type", "username", "password")
             try:
-                pair = sessions.login(form["username"], form["password"], scope)
+                pair = sessions.login(
+                    form["username"], form["password"], scope, proof=proof_request()
+                )
             except InvalidCredentials:
                 raise InvalidGrant("invalid username or password") from None
         elif grant == "refresh_token":
             form = _form("grant_type", "refresh_token")
             try:
-                pair = sessions.refresh(form["refresh_token"], scope)
+                pair = sessions.refresh(form["refresh_token"], scope, proof=proof_request())
             except InvalidToken as error:
                 raise InvalidGrant(f"the refresh token is invalid: {error.description}") from None
         else:
@@ -185,6 +188,8 @@ def metadata() -> Response:
         "revocation_endpoint_auth_methods_supported": ["none"],
         "introspection_endpoint_auth_methods_supported": ["none"],
     }
+    if state.dpop is not None and state.dpop.enabled:  # RFC 9449 section 5.1
+        body["dpop_signing_alg_values_supported"] = list(DPOP_ALGORITHMS)
     scopes = _known_scopes()
     if scopes:
         body["scopes_supported"] = scopes

@@ -168,7 +168,8 @@ class FamilyStore(Protocol):
 
 
 class RevocationStore(Protocol):
-    """Revoked token and family ids, each kept until the tokens it covers expire.
+    """Revoked token and family ids, each kept until the tokens it covers expire; and the
+    DPoP proofs seen (:meth:`first_use`), each kept until it could no longer be fresh.
 
     Keys are ``jti:<jti>`` or ``sid:<sid>``; every lookup is by primary key, so its cost
     does not grow with the number of revocations.
@@ -186,6 +187,11 @@ class RevocationStore(Protocol):
     def count_kept(self) -> int:
         """How many revocations are kept now, unexpired (``jwtapi_revocations_kept``,
         read at scrape time, never on a request)."""
+
+    def first_use(self, key: str, expires_at: int) -> bool:
+        """Remember ``key`` (a DPoP proof's hashed ``jti``) until ``expires_at``, in one
+        atomic step; True when it was not remembered already, False for a replay. Every
+        worker and instance sharing the store sees it (RFC 9449 section 11.1)."""
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""

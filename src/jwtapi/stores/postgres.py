@@ -55,6 +55,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX revocations_expires_at ON revocations (expires_at);
     """,
+    # DPoP proofs seen (RFC 9449 section 11.1): a hash of (jkt, jti), until it goes stale.
+    """
+    CREATE TABLE dpop_proofs (
+        key TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX dpop_proofs_expires_at ON dpop_proofs (expires_at);
+    """,
 )
 
 #: Key of the advisory lock that serialises migrations ("jwtapi" in ASCII).

@@ -25,6 +25,8 @@ from redis.retry import Retry
 from jwtapi.stores.base import StoreUnavailable
 
 PREFIX = "jwtapi:revoked:"
+#: The DPoP proofs seen, apart from the revocations (:meth:`RedisRevocationStore.count_kept`).
+PROOF_PREFIX = "jwtapi:dpop:"
 #: Seconds to wait for Redis: an unreachable Redis answers 503 this fast.
 TIMEOUT = 2.0
 SCHEMES = ("redis://", "rediss://", "unix://")
@@ -98,6 +100,13 @@ class RedisRevocationStore:
         with self._translated():
             found = self.client.exists(*[PREFIX + key for key in keys])
         return bool(found)
+
+    def first_use(self, key: str, expires_at: int) -> bool:
+        """Remember a DPoP proof's ``key`` until ``expires_at``: one ``SET NX EXAT``, which
+        Redis answers for the first writer only, and expires by itself."""
+        with self._translated():
+            added = self.client.set(PROOF_PREFIX + key, 1, nx=True, exat=expires_at)
+        return bool(added)
 
     def purge(self, now: int) -> int:
         """Nothing to do: Redis expires each revocation by itself."""

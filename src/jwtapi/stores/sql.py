@@ -320,6 +320,21 @@ class SQLRevocationStore:
             total += deleted
         return total + deleted
 
+    def first_use(self, key: str, expires_at: int) -> bool:
+        """Remember a DPoP proof's ``key`` until ``expires_at``: one insert that does
+        nothing when the key is there, unexpired, and its row count tells which; expired
+        proofs are pruned in the same transaction (one commit per proof)."""
+        when = now()
+        with self.db.transaction() as db:
+            added = db.execute(
+                "INSERT INTO dpop_proofs (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+                "WHERE dpop_proofs.expires_at < ?",
+                (key, expires_at, when),
+            ).rowcount
+            db.execute(purge_statement(self.db, "dpop_proofs", "key"), (when,))
+        return added == 1
+
     def count_kept(self) -> int:
         """How many revocations are kept, unexpired: one count over the expiry index."""
         row = self.db.fetchone("SELECT count(*) FROM revocations WHERE expires_at >= ?", (now(),))
@@ -348,11 +363,16 @@ def purge_batch(db: SQLDatabase, table: str, key: str, when: int) -> int:
     transaction holds are skipped (PostgreSQL), never waited for.
     """
     with db.transaction() as tx:
-        return tx.execute(
-            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "  # noqa: S608
-            f"WHERE expires_at < ? LIMIT {PURGE_BATCH}{db.skip_locked})",
-            (when,),
-        ).rowcount
+        return tx.execute(purge_statement(db, table, key), (when,)).rowcount
+
+
+def purge_statement(db: SQLDatabase, table: str, key: str) -> str:
+    """The ``DELETE`` of :func:`purge_batch`, for a transaction of the caller's own (its
+    one parameter is the time rows expired before)."""
+    return (
+        f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "  # noqa: S608
+        f"WHERE expires_at < ? LIMIT {PURGE_BATCH}{db.skip_locked})"
+    )
 
 
 def _family(row: Row) -> Family:

@@ -51,6 +51,14 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX revocations_expires_at ON revocations (expires_at);
     """,
+    # DPoP proofs seen (RFC 9449 section 11.1): a hash of (jkt, jti), until it goes stale.
+    """
+    CREATE TABLE dpop_proofs (
+        key TEXT PRIMARY KEY NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX dpop_proofs_expires_at ON dpop_proofs (expires_at);
+    """,
 )
 
 
