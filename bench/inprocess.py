@@ -154,6 +154,87 @@ def jwtapi_route(
     return wsgi_request(app, "/r", token)
 
 
+def dpop_route(workdir: Path, proof_algorithm: str, proofs: int) -> Request:
+    """The HS256 route of :func:`jwtapi_route`, its token bound to a DPoP key, each
+    request with ``Authorization: DPoP`` and a fresh proof by that key (``proof_algorithm``,
+    ES256 or EdDSA): two signatures checked, and the proof's ``jti`` recorded in the
+    SQLite replay store. The ``proofs`` proofs are made beforehand: signing them is the
+    client's cost, not the server's."""
+    import base64
+    import hashlib
+    import uuid
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from jwtapi.extension import auth_state
+    from jwtapi.identity import Identity
+    from jwtapi.keys import jwk_thumbprint
+
+    values = {
+        "JWTAPI_SECRET_KEY": secrets.token_urlsafe(48),
+        "JWTAPI_DATABASE": str(workdir / f"dpop-{proof_algorithm}.sqlite3"),
+    }
+    settings = parse_settings(values)
+    app = Flask(f"jwtapi-dpop-{proof_algorithm}")
+    JWTAuth(app, settings=settings)
+
+    @app.get("/r")
+    @token_required
+    def r() -> dict[str, Any]:
+        return {"sub": "bench"}
+
+    key: Any
+    if proof_algorithm == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+    algorithm = jwt.get_algorithm_by_name(proof_algorithm)
+    public = algorithm.to_jwk(key.public_key(), as_dict=True)
+    with app.app_context():
+        identity = Identity("bench", "read", {})
+        pair = auth_state().require_sessions().start(identity, jkt=jwk_thumbprint(public))
+    token = pair.access_token
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=")
+    header = {"typ": "dpop+jwt", "jwk": public}
+    now = int(time.time())
+    pool = [
+        jwt.encode(
+            {
+                "jti": uuid.uuid4().hex,
+                "htm": "GET",
+                "htu": "http://bench/r",
+                "iat": now,
+                "ath": ath.decode(),
+            },
+            key,
+            proof_algorithm,
+            headers=header,
+        )
+        for _ in range(proofs + 1)
+    ]
+    template = _environ("/r", None)
+    template["HTTP_AUTHORIZATION"] = f"DPoP {token}"
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> None:
+        statuses.append(status)
+
+    def request() -> None:
+        environ = dict(template)
+        environ["HTTP_DPOP"] = pool.pop()
+        body = app.wsgi_app(environ, start_response)
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+    request()
+    if statuses[-1] != "200 OK":
+        raise RuntimeError(f"the DPoP route answered {statuses[-1]}, not 200")
+    return request
+
+
 def flask_jwt_extended_route() -> Request:
     """The same route behind Flask-JWT-Extended's ``@jwt_required()`` (HS256)."""
     from flask_jwt_extended import JWTManager, create_access_token, jwt_required
@@ -214,9 +295,13 @@ def raw_decode_of_our_token(workdir: Path) -> Request:
 
 @contextmanager
 def variants(
-    redis_url: str | None = None, revoked_counts: tuple[int, ...] = (10_000, 1_000_000)
+    redis_url: str | None = None,
+    revoked_counts: tuple[int, ...] = (10_000, 1_000_000),
+    requests: int = 15 * 300,
 ) -> Iterator[dict[str, Request]]:
-    """Every in-process variant, built in a temporary directory removed afterwards."""
+    """Every in-process variant, built in a temporary directory removed afterwards;
+    ``requests`` is how many each will be asked (the DPoP variants make that many proofs
+    beforehand)."""
     workdir = Path(tempfile.mkdtemp(prefix="jwtapi-bench-"))
     try:
         built = {
@@ -225,6 +310,8 @@ def variants(
             "jwtapi RS256": jwtapi_route(workdir, "RS256"),
             "jwtapi ES256": jwtapi_route(workdir, "ES256"),
             "jwtapi EdDSA": jwtapi_route(workdir, "EdDSA"),
+            "jwtapi DPoP, ES256 proof + HS256 token": dpop_route(workdir, "ES256", requests),
+            "jwtapi DPoP, EdDSA proof + HS256 token": dpop_route(workdir, "EdDSA", requests),
             "jwtapi HS256, cache off": jwtapi_route(workdir / "nocache", "HS256", cache_size=0),
             "jwtapi HS256, load_user": jwtapi_route(workdir / "user", "HS256", load_user=True),
             "Flask-JWT-Extended HS256": flask_jwt_extended_route(),

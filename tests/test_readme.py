@@ -234,3 +234,27 @@ def test_the_plugin_example_runs_as_written(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_the_dpop_example_runs_as_written(tmp_path: Path) -> None:
+    section_text = section("Sender-constrained tokens: DPoP")
+    (example,) = [b for b in blocks(section_text, "python") if "dpop=True" in b]
+    live = demo_server(tmp_path).start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", example.replace("http://127.0.0.1:5000", live.url)],
+            env={**os.environ, "DEMO_PASSWORD": DEMO_PASSWORD},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        log = live.log()
+    finally:
+        live.stop()
+    assert result.returncode == 0, result.stderr
+    subject, jkt = result.stdout.splitlines()
+    assert subject == "demo"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", jkt), jkt
+    assert log.count('"POST /login HTTP/1.1" 200') == 1
+    assert log.count('"POST /logout HTTP/1.1" 204') == 1

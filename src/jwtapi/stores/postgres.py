@@ -158,6 +158,14 @@ class PostgresDatabase(SQLDatabase):
             yield _Executor(conn)
 
     @contextmanager
+    def volatile_transaction(self) -> Iterator[_Executor]:
+        """:meth:`transaction` with ``synchronous_commit = off`` for it alone: PostgreSQL
+        answers before its WAL is flushed (see the base)."""
+        with self.transaction() as db:
+            db.execute("SET LOCAL synchronous_commit = off")
+            yield db
+
+    @contextmanager
     def read(self) -> Iterator[_Executor]:
         """A pooled connection; its implicit transaction ends when it goes back."""
         with self._translated(), self._get_pool().connection() as conn:

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,9 @@ class SQLiteDatabase(SQLDatabase):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._connections = PerThreadConnection(self.path, "FULL", "foreign_keys = ON")
+        # WAL with NORMAL: a commit is in the WAL file (the OS's cache) at once, so it
+        # survives the process; the fsync waits for the next checkpoint.
+        self._volatile = PerThreadConnection(self.path, "NORMAL", "foreign_keys = ON")
         try:
             create_private(self.path)
         except OSError as exc:
@@ -141,14 +144,22 @@ class SQLiteDatabase(SQLDatabase):
         return self._connections.get()
 
     def close(self) -> None:
-        """Close this thread's connection (a forked child then opens its own)."""
+        """Close this thread's connections (a forked child then opens its own)."""
         self._connections.close()
+        self._volatile.close()
+
+    def transaction(self) -> AbstractContextManager[Executor]:
+        """A write transaction, taken at once (``BEGIN IMMEDIATE``), committed or rolled back."""
+        return self._transaction(self._connections)
+
+    def volatile_transaction(self) -> AbstractContextManager[Executor]:
+        """:meth:`transaction` on a connection with ``synchronous=NORMAL`` (see the base)."""
+        return self._transaction(self._volatile)
 
     @contextmanager
-    def transaction(self) -> Iterator[Executor]:
-        """A write transaction, taken at once (``BEGIN IMMEDIATE``), committed or rolled back."""
+    def _transaction(self, connections: PerThreadConnection) -> Iterator[Executor]:
         with _translated(self.path):
-            conn = self.connection()
+            conn = connections.get()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
