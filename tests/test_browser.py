@@ -12,15 +12,19 @@ saved as a screenshot in the test artifacts (``build/test-artifacts`` unless
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 import requests
-from conftest import PASSWORDS, LiveServer, make_server
+from conftest import PASSWORDS, LiveServer, Secret, make_server
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -309,3 +313,210 @@ def test_the_standard_endpoints_from_the_page(
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"
+
+
+# DPoP (RFC 9449) from the page -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["no-nonce", "nonce"])
+def dpop_page_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, bool]]:
+    """Header tokens, DPoP optional (the default), server nonces off or on."""
+    nonces: bool = request.param
+    live = make_server(
+        tmp_path_factory.mktemp("dpop-page"), JWTAPI_DPOP_NONCE="true" if nonces else "false"
+    ).start()
+    yield live, nonces
+    live.stop()
+
+
+#: Records each request the page sends (its headers, the proof among them) and each key pair
+#: it generates: observed from outside the page's script, which keeps both to itself.
+RECORD_DPOP = """
+window.sent = [];
+const originalFetch = window.fetch;
+window.fetch = (path, options) => {
+  window.sent.push({path, method: options.method, headers: {...options.headers}});
+  return originalFetch(path, options);
+};
+window.keyPairs = [];
+const subtle = window.crypto.subtle;
+const originalGenerate = subtle.generateKey.bind(subtle);
+subtle.generateKey = (...args) =>
+  originalGenerate(...args).then((pair) => { window.keyPairs.push(pair); return pair; });
+"""
+
+#: Whether the page's private key refuses to leave WebCrypto, by every format.
+EXPORT_PRIVATE_KEY = """
+const done = arguments[arguments.length - 1];
+const key = window.keyPairs[0].privateKey;
+Promise.allSettled(["jwk", "pkcs8"].map((format) => crypto.subtle.exportKey(format, key)))
+  .then((results) => done({
+    extractable: key.extractable,
+    usages: key.usages,
+    exports: results.map((r) => r.status === "rejected" ? r.reason.name : "exported"),
+  }));
+"""
+
+
+def sent_requests(driver: webdriver.Chrome, path: str) -> list[dict[str, Any]]:
+    """What the page sent to ``path``, in order; header values (tokens, proofs) as
+    :class:`Secret`, kept out of failure reports."""
+    sent: list[dict[str, Any]] = driver.execute_script("return window.sent")
+    return [
+        {**item, "headers": {name: Secret(value) for name, value in item["headers"].items()}}
+        for item in sent
+        if item["path"] == path
+    ]
+
+
+def proof_parts(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A DPoP proof's header and claims, decoded (the server has checked its signature)."""
+    header = jwt.get_unverified_header(proof)
+    claims: dict[str, Any] = jwt.decode(proof, options={"verify_signature": False})
+    return header, claims
+
+
+def thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 of an EC public key, computed here, independently of the page and jwtapi."""
+    members = json.dumps({m: jwk[m] for m in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+    digest = hashlib.sha256(members.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def token_hash(token: str) -> str:
+    digest = hashlib.sha256(token.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def test_log_in_with_dpop_call_refresh(
+    browser: webdriver.Chrome, dpop_page_server: tuple[LiveServer, bool]
+) -> None:
+    live, nonces = dpop_page_server
+    base = f"http://localhost:{live.port}"
+    browser.delete_all_cookies()
+    browser.get(f"{base}/")
+    browser.execute_script(RECORD_DPOP)
+    dpop_box = browser.find_element(By.ID, "login-dpop")
+    assert dpop_box.is_displayed()
+    assert dpop_box.is_enabled()
+    assert not browser.find_element(By.ID, "binding").is_displayed()
+
+    browser.find_element(By.ID, "username").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    dpop_box.click()
+    browser.find_element(By.ID, "login").click()
+    status = "POST /login \u2192 200"
+    login = json.loads(wait_for_status(browser, status))
+    wait_until_ready(browser)
+    assert login["token_type"] == "DPoP"
+    assert browser.find_element(By.ID, "token-type").text == "DPoP"
+    shown_thumbprint = browser.find_element(By.ID, "dpop-thumbprint").text
+    shown_jkt = browser.find_element(By.ID, "dpop-jkt").text
+    assert shown_jkt == shown_thumbprint
+    assert "They match" in browser.find_element(By.ID, "dpop-match").text
+    first = claims(browser)
+    assert first["cnf"] == {"jkt": shown_thumbprint}
+
+    # The proofs the page sent: with nonces on, the first is answered use_dpop_nonce and the
+    # page retries once with the server's nonce.
+    logins = sent_requests(browser, "/login")
+    assert len(logins) == (2 if nonces else 1)
+    assert (
+        "retried with the server's DPoP-Nonce" in browser.find_element(By.ID, "status").text
+    ) is nonces
+    header, proof = proof_parts(logins[-1]["headers"]["DPoP"])
+    assert logins[-1]["headers"]["Authorization"].startswith("Basic ")
+    assert (header["typ"], header["alg"]) == ("dpop+jwt", "ES256")
+    # Only the public key travels; its thumbprint, computed here, is what the page shows.
+    assert sorted(header["jwk"]) == ["crv", "kty", "x", "y"]
+    assert thumbprint(header["jwk"]) == shown_thumbprint
+    assert (proof["htm"], proof["htu"]) == ("POST", f"{base}/login")
+    assert "ath" not in proof
+    assert ("nonce" in proof) is nonces
+    assert "nonce" not in proof_parts(logins[0]["headers"]["DPoP"])[1]
+
+    # The private key is WebCrypto's, made non-extractable: not even the page can export it.
+    key = browser.execute_async_script(EXPORT_PRIVATE_KEY)
+    assert key == {
+        "extractable": False,
+        "usages": ["sign"],
+        "exports": ["InvalidAccessError", "InvalidAccessError"],
+    }
+    assert browser.execute_script("return window.keyPairs.length") == 1
+
+    browser.find_element(By.ID, "call-protected").click()
+    assert json.loads(wait_for_status(browser, "GET /protected \u2192 200"))["sub"] == "alice"
+    wait_until_ready(browser)
+    call = sent_requests(browser, "/protected")[-1]["headers"]
+    scheme, raw_token = call["Authorization"].split(" ", 1)
+    token = Secret(raw_token)
+    assert scheme == "DPoP"
+    header, proof = proof_parts(call["DPoP"])
+    assert (proof["htm"], proof["htu"], proof["ath"]) == (
+        "GET",
+        f"{base}/protected",
+        token_hash(token),
+    )
+    assert proof["jti"] not in {proof_parts(s["headers"]["DPoP"])[1]["jti"] for s in logins}
+
+    # The page's token is bound: as a Bearer token it is refused with the DPoP challenge,
+    # and the proof the page sent, sent again, is a replay.
+    as_bearer = requests.get(
+        f"{live.url}/protected", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert as_bearer.status_code == 401
+    assert as_bearer.json()["error"] == "invalid_token"
+    assert as_bearer.headers["WWW-Authenticate"].startswith('DPoP algs="')
+    replayed = requests.get(f"{base}/protected", headers=call, timeout=10)
+    assert replayed.status_code == 401
+    assert replayed.json()["error"] == "invalid_dpop_proof"
+    assert "used before" in replayed.json()["error_description"]
+
+    browser.find_element(By.ID, "call-refresh").click()
+    wait_for_status(browser, "POST /refresh \u2192 200")
+    wait_until_ready(browser)
+    second = claims(browser)
+    assert (second["sid"], second["cnf"]) == (first["sid"], first["cnf"])
+    assert second["jti"] != first["jti"]
+    assert browser.find_element(By.ID, "dpop-jkt").text == shown_thumbprint
+    refresh = sent_requests(browser, "/refresh")[-1]["headers"]
+    assert refresh["Authorization"].startswith("Bearer ")
+    header, proof = proof_parts(refresh["DPoP"])
+    assert thumbprint(header["jwk"]) == shown_thumbprint
+    assert (proof["htm"], proof["htu"]) == ("POST", f"{base}/refresh")
+    assert "ath" not in proof
+
+    browser.find_element(By.ID, "call-protected").click()
+    wait_for_status(browser, "GET /protected \u2192 200")
+    wait_until_ready(browser)
+    renewed = sent_requests(browser, "/protected")[-1]["headers"]["Authorization"]
+    assert renewed.startswith("DPoP ")
+    assert renewed != call["Authorization"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(
+        str(ARTIFACTS / f"page-dpop-{'nonce' if nonces else 'no-nonce'}.png")
+    )
+
+    browser.find_element(By.ID, "call-logout").click()
+    wait_for_status(browser, "POST /logout \u2192 204")
+    wait_until_ready(browser)
+    assert sent_requests(browser, "/logout")[-1]["headers"]["Authorization"].startswith("DPoP ")
+    assert not browser.find_element(By.ID, "binding").is_displayed()
+
+    # Key and tokens lived in the page's memory only: no web storage, no IndexedDB, no cookie.
+    assert browser.execute_script("return window.localStorage.length") == 0
+    assert browser.execute_script("return window.sessionStorage.length") == 0
+    databases = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "indexedDB.databases().then((list) => done(list.length));"
+    )
+    assert databases == 0
+    assert browser.execute_script("return document.cookie") == ""
+    violations = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
+    assert violations == []

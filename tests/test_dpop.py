@@ -316,3 +316,27 @@ def test_check_use(key: ClientKey) -> None:
     with pytest.raises(InvalidDPoPProof, match="another key"):
         dpop.check_use(ClientKey("ES256").jkt, True, "header", at(key.proof()), ACCESS)
     dpop.check_use(key.jkt, True, "header", at(key.proof()), ACCESS)
+
+
+def test_a_proof_recorded_in_sqlite_survives_a_kill_9(tmp_path: Path) -> None:
+    """The replay write is not flushed before the answer (synchronous=NORMAL), but it is
+    in the WAL file: a process killed right after first_use answered leaves it behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from jwtapi.stores import open_revocations
+
+    database = tmp_path / "jwtapi.sqlite3"
+    program = (
+        "import os, signal, sys, time\n"
+        "from jwtapi.stores import open_revocations\n"
+        f"store = open_revocations({str(database)!r}, None)\n"
+        "assert store.first_use('k' * 64, int(time.time()) + 300)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    store = open_revocations(str(database), None)
+    assert store.first_use("k" * 64, int(time.time()) + 300) is False
+    assert store.first_use("j" * 64, int(time.time()) + 300) is True
