@@ -23,6 +23,8 @@ EXPECTED = [
     "jwtapi RS256",
     "jwtapi ES256",
     "jwtapi EdDSA",
+    "jwtapi DPoP, ES256 proof + HS256 token",
+    "jwtapi DPoP, EdDSA proof + HS256 token",
     "jwtapi HS256, cache off",
     "jwtapi HS256, load_user",
     "Flask-JWT-Extended HS256",

@@ -11,8 +11,12 @@ import hashlib
 import hmac
 import json
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -29,6 +33,7 @@ from jwtapi.dpop import (
 )
 from jwtapi.exceptions import InvalidDPoPProof, TokenNeedsDPoP, UseDPoPNonce
 from jwtapi.keys import thumbprint
+from jwtapi.stores import open_revocations
 
 URL = "https://api.example.com/protected"
 ACCESS = "header.payload.signature"
@@ -321,12 +326,6 @@ def test_check_use(key: ClientKey) -> None:
 def test_a_proof_recorded_in_sqlite_survives_a_kill_9(tmp_path: Path) -> None:
     """The replay write is not flushed before the answer (synchronous=NORMAL), but it is
     in the WAL file: a process killed right after first_use answered leaves it behind."""
-    import signal
-    import subprocess
-    import sys
-
-    from jwtapi.stores import open_revocations
-
     database = tmp_path / "jwtapi.sqlite3"
     program = (
         "import os, signal, sys, time\n"

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import jwt
-from jwt.utils import base64url_decode
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.utils import base64url_decode
 
 from jwtapi.exceptions import InvalidDPoPProof, TokenNeedsDPoP, UseDPoPNonce
 from jwtapi.keys import MIN_RSA_BITS, jwk_thumbprint, thumbprint_members
@@ -209,6 +209,7 @@ class DPoP:
         self._headers: OrderedDict[str, tuple[str, str, jwt.PyJWK]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+
     @property
     def enabled(self) -> bool:
         """False with ``JWTAPI_DPOP=off``: proofs are ignored wherever nothing is bound."""
@@ -314,7 +315,7 @@ class DPoP:
         if not _COMPACT_JWS.fullmatch(raw):
             raise InvalidDPoPProof("malformed DPoP proof")
         encoded_header, encoded_claims, encoded_signature = raw.split(".")
-        alg, jkt, key = self._header_key(encoded_header)
+        _alg, jkt, key = self._header_key(encoded_header)
         try:
             claims: Mapping[str, Any] = json.loads(base64url_decode(encoded_claims))
             signature = base64url_decode(encoded_signature)

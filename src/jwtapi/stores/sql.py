@@ -79,6 +79,12 @@ class SQLDatabase(ABC):
     def transaction(self) -> AbstractContextManager[Executor]:
         """A write transaction, committed on success and rolled back on any error."""
 
+    def write_volatile(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in a :meth:`volatile_transaction` of its own: its row count."""
+        with self.volatile_transaction() as db:
+            count: int = db.execute(sql, params).rowcount
+        return count
+
     def volatile_transaction(self) -> AbstractContextManager[Executor]:
         """A write transaction whose commit survives a crash of this process, but not
         always of the machine (or of PostgreSQL): no flush to disk is awaited. For data
@@ -304,6 +310,7 @@ class SQLRevocationStore:
     def __init__(self, db: SQLDatabase) -> None:
         self.db = db
         self.role = db.role
+        self._next_proof_purge = 0
 
     def revoke(self, entries: Sequence[tuple[str, int]]) -> None:
         """Record revocations (committed before returning), and purge expired ones."""
@@ -329,17 +336,19 @@ class SQLRevocationStore:
 
     def first_use(self, key: str, expires_at: int) -> bool:
         """Remember a DPoP proof's ``key`` until ``expires_at``: one insert that does
-        nothing when the key is there, unexpired, and its row count tells which; expired
-        proofs are pruned in the same transaction (one commit per proof)."""
+        nothing when the key is there, unexpired, and its row count tells which. Expired
+        proofs are pruned by one batch at most once a second per process: a proof is
+        written on every DPoP request, and it should cost one statement."""
         when = now()
-        with self.db.volatile_transaction() as db:
-            added = db.execute(
-                "INSERT INTO dpop_proofs (key, expires_at) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
-                "WHERE dpop_proofs.expires_at < ?",
-                (key, expires_at, when),
-            ).rowcount
-            db.execute(purge_statement(self.db, "dpop_proofs", "key"), (when,))
+        added = self.db.write_volatile(
+            "INSERT INTO dpop_proofs (key, expires_at) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+            "WHERE dpop_proofs.expires_at < ?",
+            (key, expires_at, when),
+        )
+        if when >= self._next_proof_purge:
+            self._next_proof_purge = when + 1
+            self.db.write_volatile(purge_statement(self.db, "dpop_proofs", "key"), (when,))
         return added == 1
 
     def count_kept(self) -> int:

@@ -156,6 +156,14 @@ class SQLiteDatabase(SQLDatabase):
         """:meth:`transaction` on a connection with ``synchronous=NORMAL`` (see the base)."""
         return self._transaction(self._volatile)
 
+    def write_volatile(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement on the ``synchronous=NORMAL`` connection, in autocommit: SQLite
+        makes it a transaction of its own, with no BEGIN and COMMIT to send."""
+        try:
+            return self._volatile.get().execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
     @contextmanager
     def _transaction(self, connections: PerThreadConnection) -> Iterator[Executor]:
         with _translated(self.path):
