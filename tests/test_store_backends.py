@@ -97,6 +97,43 @@ def test_revocations(stores: Stores) -> None:
     stores.revocations.ping()
 
 
+def test_dpop_proofs_are_first_used_once_until_they_expire(stores: Stores) -> None:
+    t = now()
+    assert stores.revocations.first_use("p" * 64, t + 300) is True
+    assert stores.revocations.first_use("p" * 64, t + 300) is False
+    assert stores.revocations.first_use("q" * 64, t + 300) is True
+    # An entry that has expired is a key seen for the first time again (a proof that old
+    # is refused for its iat before the store is asked).
+    assert stores.revocations.first_use("e" * 64, t - 1) is True
+    assert stores.revocations.first_use("e" * 64, t + 300) is True
+    assert stores.revocations.first_use("e" * 64, t + 300) is False
+
+
+def test_concurrent_first_uses_of_one_proof_have_exactly_one_winner(
+    config: tuple[str, str | None],
+) -> None:
+    """The same proof at every worker and instance at once: accepted by one only."""
+    database, redis_url = config
+    racers = 8
+    racing = [open_stores(database, redis_url) for _ in range(racers)]
+    barrier = threading.Barrier(racers)
+    outcomes: list[bool] = []
+    expires = now() + 300
+
+    def use(store: Stores) -> None:
+        barrier.wait()
+        outcomes.append(store.revocations.first_use("r" * 64, expires))
+
+    threads = [threading.Thread(target=use, args=(s,)) for s in racing]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * (racers - 1) + [True]
+    for stores in racing:
+        stores.close()
+
+
 def race_rotations(families: list[SQLFamilyStore], sid: str, t: int) -> list[Rotation]:
     """Every store rotates refresh token ``j0`` of ``sid`` at the same moment."""
     barrier = threading.Barrier(len(families))
