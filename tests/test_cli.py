@@ -307,10 +307,10 @@ def test_serve_refuses_an_unknown_host_in_one_line(env: dict[str, str], tmp_path
 def test_db_upgrade_creates_a_sqlite_schema_once(env: dict[str, str], tmp_path: Path) -> None:
     first = run_cli(["db", "upgrade"], env, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip().endswith("schema at version 2")
+    assert first.stdout.strip().endswith("schema at version 3")
     with sqlite3.connect(env["JWTAPI_DATABASE"]) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"users", "families", "revocations"}
+    assert tables == {"users", "families", "revocations", "dpop_proofs"}
     again = run_cli(["db", "upgrade"], env, tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout == first.stdout
@@ -326,7 +326,7 @@ def test_db_upgrade_on_postgresql(
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == (
             f"postgresql://jwtapi:***@127.0.0.1:{postgres_server.port}/"
-            f"{url.rsplit('/', 1)[1]}: schema at version 2"
+            f"{url.rsplit('/', 1)[1]}: schema at version 3"
         )
         assert postgres_server.password not in result.stdout + result.stderr
     added = run_cli(["users", "add", "dora", "--password-stdin"], env, tmp_path, "dora-pass-1")
