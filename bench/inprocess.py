@@ -68,8 +68,14 @@ def _environ(path: str, token: str | None) -> dict[str, Any]:
     return environ
 
 
-def wsgi_request(app: Flask, path: str, token: str | None = None) -> Request:
-    """One request through ``app``'s WSGI callable; checked to answer 200 once, here."""
+def wsgi_request(
+    app: Flask,
+    path: str,
+    token: str | None = None,
+    each: Callable[[], dict[str, str]] | None = None,
+) -> Request:
+    """One request through ``app``'s WSGI callable; checked to answer 200 once, here.
+    ``each`` gives environ entries of each request's own (a fresh DPoP proof)."""
     template = _environ(path, token)
     statuses: list[str] = []
 
@@ -77,7 +83,10 @@ def wsgi_request(app: Flask, path: str, token: str | None = None) -> Request:
         statuses.append(status)
 
     def request() -> None:
-        body = app.wsgi_app(dict(template), start_response)
+        environ = dict(template)
+        if each is not None:
+            environ.update(each())
+        body = app.wsgi_app(environ, start_response)
         for _ in body:
             pass
         close = getattr(body, "close", None)
@@ -212,27 +221,10 @@ def dpop_route(workdir: Path, proof_algorithm: str, proofs: int) -> Request:
         )
         for _ in range(proofs + 1)
     ]
-    template = _environ("/r", None)
-    template["HTTP_AUTHORIZATION"] = f"DPoP {token}"
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> None:
-        statuses.append(status)
-
-    def request() -> None:
-        environ = dict(template)
-        environ["HTTP_DPOP"] = pool.pop()
-        body = app.wsgi_app(environ, start_response)
-        for _ in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-
-    request()
-    if statuses[-1] != "200 OK":
-        raise RuntimeError(f"the DPoP route answered {statuses[-1]}, not 200")
-    return request
+    authorization = f"DPoP {token}"
+    return wsgi_request(
+        app, "/r", each=lambda: {"HTTP_AUTHORIZATION": authorization, "HTTP_DPOP": pool.pop()}
+    )
 
 
 def flask_jwt_extended_route() -> Request:

@@ -192,9 +192,10 @@ def test_the_token_tools_run_as_written(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_the_client_example_runs_as_written(tmp_path: Path) -> None:
-    section_text = section("Clients and test suites")
-    (example,) = [b for b in blocks(section_text, "python") if "JWTAPIAuth(" in b]
+def run_client_example(tmp_path: Path, title: str, marker: str) -> tuple[list[str], str]:
+    """The python block of section ``title`` that holds ``marker``, run against a demo
+    server: its output lines and the server's log."""
+    (example,) = [b for b in blocks(section(title), "python") if marker in b]
     live = demo_server(tmp_path).start()
     try:
         result = subprocess.run(
@@ -209,7 +210,12 @@ def test_the_client_example_runs_as_written(tmp_path: Path) -> None:
     finally:
         live.stop()
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["demo", "demo"]
+    return result.stdout.splitlines(), log
+
+
+def test_the_client_example_runs_as_written(tmp_path: Path) -> None:
+    output, log = run_client_example(tmp_path, "Clients and test suites", "JWTAPIAuth(")
+    assert output == ["demo", "demo"]
     # One login for both clients, and the logout at the end.
     assert log.count('"POST /login HTTP/1.1" 200') == 1
     assert log.count('"POST /logout HTTP/1.1" 204') == 1
@@ -237,23 +243,8 @@ def test_the_plugin_example_runs_as_written(tmp_path: Path) -> None:
 
 
 def test_the_dpop_example_runs_as_written(tmp_path: Path) -> None:
-    section_text = section("Sender-constrained tokens: DPoP")
-    (example,) = [b for b in blocks(section_text, "python") if "dpop=True" in b]
-    live = demo_server(tmp_path).start()
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", example.replace("http://127.0.0.1:5000", live.url)],
-            env={**os.environ, "DEMO_PASSWORD": DEMO_PASSWORD},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        log = live.log()
-    finally:
-        live.stop()
-    assert result.returncode == 0, result.stderr
-    subject, jkt = result.stdout.splitlines()
+    output, log = run_client_example(tmp_path, "Sender-constrained tokens: DPoP", "dpop=True")
+    subject, jkt = output
     assert subject == "demo"
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", jkt), jkt
     assert log.count('"POST /login HTTP/1.1" 200') == 1
