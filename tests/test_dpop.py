@@ -339,3 +339,22 @@ def test_a_proof_recorded_in_sqlite_survives_a_kill_9(tmp_path: Path) -> None:
     store = open_revocations(str(database), None)
     assert store.first_use("k" * 64, int(time.time()) + 300) is False
     assert store.first_use("j" * 64, int(time.time()) + 300) is True
+
+
+@pytest.mark.parametrize(
+    ("header", "claims"),
+    [
+        ('{"typ":"dpop+jwt","alg":["ES256"],"jwk":{}}', "{}"),
+        ('{"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":["P-256"]}}', "{}"),
+        ("[" * 3000, "{}"),
+        ('{"typ":"dpop+jwt","alg":"ES256","jwk":{}}', "[" * 3000),
+    ],
+)
+def test_hostile_json_in_a_proof_is_refused_not_a_crash(header: str, claims: str) -> None:
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    checker = DPoP(MemoryReplays())
+    proof = f"{b64(header)}.{b64(claims)}."
+    with pytest.raises(InvalidDPoPProof):
+        checker.verify(ProofRequest((proof,), "GET", "https://api.example/r"))

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
 import threading
 import time
@@ -319,7 +320,7 @@ class DPoP:
         try:
             claims: Mapping[str, Any] = json.loads(base64url_decode(encoded_claims))
             signature = base64url_decode(encoded_signature)
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             raise InvalidDPoPProof("malformed DPoP proof") from None
         if not isinstance(claims, dict):
             raise InvalidDPoPProof("malformed DPoP proof")
@@ -337,7 +338,7 @@ class DPoP:
         if not _same_url(claims["htu"], request.url):
             raise InvalidDPoPProof("the DPoP proof's htu is not this request's URL")
         iat = claims["iat"]
-        if isinstance(iat, bool) or not isinstance(iat, int | float):
+        if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
             raise InvalidDPoPProof("the DPoP proof's iat must be a number")
         if iat < now - MAX_AGE - self.leeway:
             raise InvalidDPoPProof("the DPoP proof is too old (iat)")
@@ -368,7 +369,7 @@ class DPoP:
                 return found
         try:
             header = json.loads(base64url_decode(encoded))
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             raise InvalidDPoPProof("malformed DPoP proof") from None
         if not isinstance(header, dict):
             raise InvalidDPoPProof("malformed DPoP proof")
@@ -385,7 +386,7 @@ def _checked_header(header: Mapping[str, Any]) -> tuple[str, str, jwt.PyJWK]:
     if str(header.get("typ", "")).lower() not in _PROOF_TYPES:
         raise InvalidDPoPProof("the DPoP proof's typ must be dpop+jwt")
     alg = header.get("alg")
-    if alg not in _KEY_TYPES:
+    if not isinstance(alg, str) or alg not in _KEY_TYPES:
         raise InvalidDPoPProof(f"the DPoP proof's alg must be one of {' '.join(ALGORITHMS)}")
     if "crit" in header:
         raise InvalidDPoPProof("the DPoP proof has an unsupported critical header")
@@ -395,7 +396,10 @@ def _checked_header(header: Mapping[str, Any]) -> tuple[str, str, jwt.PyJWK]:
     if _PRIVATE_MEMBERS & jwk.keys():
         raise InvalidDPoPProof("the DPoP proof's jwk must be a public key, not a private one")
     kty, curves = _KEY_TYPES[alg]
-    if jwk.get("kty") != kty or (curves is not None and jwk.get("crv") not in curves):
+    crv = jwk.get("crv")
+    if jwk.get("kty") != kty or (
+        curves is not None and (not isinstance(crv, str) or crv not in curves)
+    ):
         raise InvalidDPoPProof(f"the DPoP proof's jwk is no key for {alg}")
     if jwk.get("alg", alg) != alg:
         raise InvalidDPoPProof("the DPoP proof's jwk names another alg")

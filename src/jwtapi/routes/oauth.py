@@ -130,7 +130,10 @@ def introspect() -> Response:
         "active": True,
         **{k: v for k, v in claims.items() if k not in ("typ", "fresh")},
         "scope": found.scope,
-        "token_type": "Bearer" if found.type == ACCESS_TYPE else "refresh_token",
+        # RFC 9449 section 6.2: a bound access token is a DPoP one.
+        "token_type": ("DPoP" if found.jkt else "Bearer")
+        if found.type == ACCESS_TYPE
+        else "refresh_token",
     }
     return _no_store(jsonify(body))
 
