@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 PYTEST = $(BIN)/python -m pytest
 
-.PHONY: run test test-deps lint format bench postman clean
+.PHONY: run test test-deps lint format bench soak postman clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m jwtapi.quickstart
@@ -23,13 +23,14 @@ test-deps:
 	@$(PYTHON) tests/system_deps.py
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench soak examples
+	$(BIN)/ruff format --check src tests bench soak examples
 	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict soak
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench soak
+	$(BIN)/ruff check --fix src tests bench soak
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,15 @@ bench: $(VENV)/.installed-bench
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(VENV)/.installed $@
+
+# The chaos soak (docs/reliability.md): two instances on PostgreSQL and Redis under load
+# and seeded faults, then every invariant checked. The same seed replays the same faults:
+#   make soak SOAK_SEED=7 SOAK_DURATION=120 SOAK_REPORT=/tmp/soak.md
+SOAK_SEED ?= 1
+SOAK_DURATION ?= 600
+SOAK_REPORT ?= docs/reliability.md
+soak: test-deps $(VENV)/.installed-test
+	$(BIN)/python -m soak --seed $(SOAK_SEED) --duration $(SOAK_DURATION) --report $(SOAK_REPORT)
 
 # The Postman collection (clients/postman) against a running server, by newman on the venv's
 # Node.js: no system Node needed. The passwords come from the environment (or the command

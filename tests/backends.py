@@ -189,8 +189,10 @@ class PostgresServer:
         except psycopg.OperationalError:
             return False
 
-    def stop(self) -> None:
-        self._run(self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop``: ``fast`` (a clean shutdown) or ``immediate`` (as a crash: no
+        checkpoint, crash recovery at the next start)."""
+        self._run(self._bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def new_database(self) -> str:
         """A new, empty database; its URL."""

@@ -766,3 +766,28 @@ def test_each_driver_refreshes_ahead_of_expiry_by_itself(
     assert seen.logged("POST /refresh", 200, refreshes_before + 2) == refreshes_before + 2
     assert seen.count("POST /refresh", 401) == refused_before
     assert not seen.family_revoked(tokens[-1])
+
+
+def test_the_internal_client_takes_a_transport_of_the_callers(live: LiveServer) -> None:
+    """``transport=`` carries the calls of the requests driver and of logout: a transport
+    that notes each request sees the login, the refresh and the logout go through it."""
+    seen: list[str] = []
+
+    class Noting(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(f"{request.method} {request.url.path}")
+            return super().handle_request(request)
+
+    auth = JWTAPIAuth(live.url, "alice", PASSWORDS["alice"], transport=Noting())
+    # Requests until the access token (two seconds) is due and the client refreshes it.
+    wait_until(
+        lambda: (
+            requests.get(f"{live.url}/protected", auth=auth, timeout=10).ok and auth.refreshes > 0
+        ),
+        "a refresh",
+        timeout=TTL + 10,
+    )
+    auth.logout()
+    assert seen[0] == "POST /login"
+    assert "POST /refresh" in seen
+    assert seen[-1] in ("POST /logout", "POST /revoke")

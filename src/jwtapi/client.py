@@ -270,6 +270,8 @@ class JWTAPIAuth(httpx.Auth):
     :param timeout: seconds, for the token calls made with the internal client (the
         ``requests`` driver and :meth:`logout`); httpx clients use their own.
     :param verify: TLS verification of those calls, as httpx takes it.
+    :param transport: the :class:`httpx.BaseTransport` of the internal client (a proxy,
+        a client certificate, a recorder); by default httpx's own.
     :param refresh_margin: refresh this many seconds before the access token expires
         (0: only once it has). By default a fifth of its lifetime, at least one second
         (JWT times are whole seconds), at most 30 seconds and at most half the lifetime.
@@ -291,6 +293,7 @@ class JWTAPIAuth(httpx.Auth):
         *,
         timeout: float | httpx.Timeout = 10.0,
         verify: ssl.SSLContext | str | bool = True,
+        transport: httpx.BaseTransport | None = None,
         refresh_margin: float | None = None,
         dpop: bool = False,
         dpop_algorithm: str = "ES256",
@@ -306,6 +309,7 @@ class JWTAPIAuth(httpx.Auth):
         self._password = password
         self._timeout = timeout
         self._verify = verify
+        self._transport = transport
         self._refresh_margin = refresh_margin
         self._tokens: _Tokens | None = None
         self._generation = 0
@@ -385,7 +389,9 @@ class JWTAPIAuth(httpx.Auth):
     def _run(self, flow: _Flow[_T]) -> _T:
         """Drive a core flow with the internal client (the caller holds ``_lock``)."""
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout, verify=self._verify)
+            self._client = httpx.Client(
+                timeout=self._timeout, verify=self._verify, transport=self._transport
+            )
         client = self._client
         try:
             request = next(flow)
