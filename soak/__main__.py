@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from soak import checker, report
-from soak.cluster import Cluster
+from soak.cluster import START_TIMEOUT, Cluster
 from soak.faults import Faults, schedule
 from soak.history import History, digest, read
 from soak.record import Recorder
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 "users": {a.name: digest(a.password) for a in accounts},
             }
         )
-        recorder = Recorder(history, {i.port: i.name for i in cluster.instances.values()})
+        recorder = Recorder(history, {i.port: name for name, i in cluster.instances.items()})
         faults = Faults(cluster, history, schedule(args.seed, args.duration, args.faults))
         load = Load(cluster, recorder, history, args.seed)
         load.start(honest, dishonest)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         load.stop()
         print("soak: the load is over; the final phase")
         for instance in cluster.instances.values():
-            instance.wait_ready()
+            instance.wait_ready(START_TIMEOUT)
         final_phase(cluster, recorder, history, [*honest, *dishonest])
         history.write({"type": "end", "finished": time.time()})
     finally:

@@ -1,10 +1,10 @@
 """The soak's topology, on loopback: one PostgreSQL, one Redis, two jwtapi instances.
 
-Each instance is a real ``jwtapi serve`` with two workers, its metrics on, JSON logs and
-an audit file; it reaches Redis through a :class:`~soak.proxy.Proxy` of its own (so one
-instance's Redis can be cut alone) and PostgreSQL directly. The servers are the tests'
-own (``tests/backends.py``): Debian's programs, started on free ports, ready when they
-answer.
+Each instance is a real ``jwtapi serve`` (the tests' :class:`LiveServer`) with two
+workers, its metrics on, JSON logs and an audit file. It reaches Redis through a
+:class:`~soak.proxy.Proxy` of its own (so one instance's Redis can be cut alone) and
+PostgreSQL directly. The servers are the tests' own (``tests/backends.py``): Debian's
+programs, started on free ports, ready when they answer.
 """
 
 from __future__ import annotations
@@ -13,14 +13,10 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import requests
 
 from jwtapi.passwords import Passwords
 from jwtapi.stores import SQLUserStore, open_database
@@ -29,95 +25,10 @@ from soak.proxy import Proxy
 ROOT = Path(__file__).resolve().parent.parent
 # One home for the servers the tests start; the soak starts the very same ones.
 sys.path.insert(0, str(ROOT / "tests"))
-from backends import PostgresServer, RedisServer, free_port  # noqa: E402
+from backends import JWTAPI, LiveServer, PostgresServer, RedisServer, free_port  # noqa: E402
 
-JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
 #: Seconds an instance has to answer ``/health`` 200 after it was started.
 START_TIMEOUT = 60.0
-
-
-@dataclass
-class Instance:
-    """One ``jwtapi serve`` (master and workers in a process group of their own)."""
-
-    name: str
-    workdir: Path
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "server.log"
-
-    def start(self) -> None:
-        """Start it (on its own port); :meth:`wait_ready` waits for it."""
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [JWTAPI, "serve", "--port", str(self.port), "--workers", "2"],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def healthy(self) -> bool:
-        """True when ``/health`` answers 200."""
-        if self.process is None or self.process.poll() is not None:
-            return False
-        try:
-            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> float:
-        """Wait until ``/health`` answers 200; the time it did."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"instance {self.name} exited: see {self.log_path}")
-            if self.healthy():
-                return time.time()
-            time.sleep(0.05)  # the readiness check's polling interval
-        raise RuntimeError(f"instance {self.name} not ready in {timeout}s: see {self.log_path}")
-
-    def workers(self) -> list[int]:
-        """The pids of the master's children (its workers) right now."""
-        if self.process is None:
-            return []
-        pid = self.process.pid
-        try:
-            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(child) for child in text.split()]
-
-    def kill(self) -> None:
-        """``kill -9`` of the master and every worker at once, and their end awaited."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
-        """A clean stop (SIGTERM), as an operator's."""
-        if self.process is None or self.process.poll() is not None:
-            self.process = None
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.process = None
 
 
 @dataclass
@@ -129,7 +40,7 @@ class Cluster:
     postgres: PostgresServer = field(init=False)
     redis: RedisServer = field(init=False)
     proxies: dict[str, Proxy] = field(default_factory=dict)
-    instances: dict[str, Instance] = field(default_factory=dict)
+    instances: dict[str, LiveServer] = field(default_factory=dict)
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     database: str = ""
 
@@ -148,11 +59,11 @@ class Cluster:
             home = self.workdir / name
             (home / "tmp").mkdir(parents=True)
             env = self._env(home, f"redis://:{self.redis.password}@127.0.0.1:{proxy.port}/0")
-            self.instances[name] = Instance(name, home, env)
+            self.instances[name] = LiveServer(home, env, workers=2)
         for instance in self.instances.values():
-            instance.start()
+            instance.spawn()
         for instance in self.instances.values():
-            instance.wait_ready()
+            instance.wait_ready(START_TIMEOUT)
         return self
 
     def _env(self, home: Path, redis_url: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from soak.cluster import Cluster
+from soak.cluster import START_TIMEOUT, Cluster
 from soak.history import FAULT_KINDS, History
 
 #: Seconds of load before the first fault and after the last one.
@@ -107,7 +107,10 @@ class Faults:
         return names[int(planned.choice * len(names)) % len(names)]
 
     def _ready(self, names: list[str]) -> float:
-        return max(self.cluster.instances[name].wait_ready() for name in names)
+        """The time every instance of ``names`` answers ``/health`` 200 (again)."""
+        for name in names:
+            self.cluster.instances[name].wait_ready(START_TIMEOUT)
+        return time.time()
 
     def _worker_kill(self, planned: Planned) -> dict[str, Any] | None:
         name = self._pick(planned)
@@ -115,7 +118,7 @@ class Faults:
             if name in self._down:
                 name = next(n for n in sorted(self.cluster.instances) if n != name)
             instance = self.cluster.instances[name]
-            workers = instance.workers()
+            workers = instance.worker_pids()
             if not workers or name in self._down:
                 return None
             pid = workers[int(planned.choice * 1000) % len(workers)]
@@ -132,9 +135,9 @@ class Faults:
             start = time.time()
             instance.kill()
         time.sleep(planned.down)  # the outage: how long the instance stays dead
-        instance.start()
+        instance.spawn()
         end = time.time()
-        ready = instance.wait_ready()
+        ready = self._ready([name])
         with self._lock:
             self._down.discard(name)
         return {
@@ -147,39 +150,33 @@ class Faults:
 
     def _redis_restart(self, planned: Planned) -> dict[str, Any]:
         redis = self.cluster.redis
-        how = "kill -9" if planned.choice < 0.5 else "stop"
-        start = time.time()
-        if how == "kill -9":
-            redis.kill()
-        else:
-            redis.stop()
-        time.sleep(planned.down)  # the outage
-        redis.start()
-        end = time.time()
-        names = sorted(self.cluster.instances)
-        return {
-            "affects": names,
-            "start": start,
-            "end": end,
-            "ready": self._ready(names),
-            "detail": {"how": how, "down": round(planned.down, 3)},
-        }
+        if planned.choice < 0.5:
+            return self._restart(planned, redis.kill, redis.start, "kill -9")
+        return self._restart(planned, redis.stop, redis.start, "stop")
 
     def _postgres_restart(self, planned: Planned) -> dict[str, Any]:
         postgres = self.cluster.postgres
-        how = "immediate" if planned.choice < 0.5 else "fast"
-        start = time.time()
-        postgres.stop(mode=how)
+        mode = "immediate" if planned.choice < 0.5 else "fast"
+        return self._restart(
+            planned, lambda: postgres.stop(mode), postgres.start, f"pg_ctl stop -m {mode}"
+        )
+
+    def _restart(
+        self, planned: Planned, stop: Callable[[], object], start: Callable[[], object], how: str
+    ) -> dict[str, Any]:
+        """A dependency both instances share: stopped ``how``, down a while, started."""
+        began = time.time()
+        stop()
         time.sleep(planned.down)  # the outage
-        postgres.start()
+        start()
         end = time.time()
         names = sorted(self.cluster.instances)
         return {
             "affects": names,
-            "start": start,
+            "start": began,
             "end": end,
             "ready": self._ready(names),
-            "detail": {"how": f"pg_ctl stop -m {how}", "down": round(planned.down, 3)},
+            "detail": {"how": how, "down": round(planned.down, 3)},
         }
 
     def _redis_cut(self, planned: Planned) -> dict[str, Any]:

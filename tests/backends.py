@@ -1,13 +1,16 @@
-"""Real Redis and PostgreSQL servers for the tests, on free loopback ports.
+"""Real servers for the tests, on free loopback ports: Redis, PostgreSQL, and jwtapi itself.
 
 Each runs from Debian's packages (``make test`` installs them when missing: system_deps.py) with a
 temporary data directory and a password, is ready when it answers (a readiness check,
 never a sleep), and can be stopped, killed and started again on the same data, so tests
-can take it away from a running jwtapi and bring it back.
+can take it away from a running jwtapi and bring it back. A :class:`LiveServer` is the
+same gunicorn `jwtapi serve` starts. The chaos soak (``soak/``) starts these very servers.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import itertools
 import os
 import secrets
@@ -15,14 +18,21 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
+import requests
 import system_deps
+
+JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
+PASSWORDS = {"alice": "alice-password-1", "root": "root-password-1"}
 
 
 def free_port() -> int:
@@ -206,3 +216,144 @@ class PostgresServer:
             self.stop()
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def basic(name: str, password: str) -> dict[str, str]:
+    """An HTTP Basic Authorization header."""
+    raw = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An RFC 6750 Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class LiveServer:
+    """One running `jwtapi serve` and how to reach it."""
+
+    workdir: Path
+    env: dict[str, str]
+    workers: int = 1
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
+    #: What ``requests`` verifies TLS with: a CA bundle path for a test certificate.
+    verify: str | bool = True
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    def start(self, timeout: float = 30.0) -> LiveServer:
+        """Start (or restart, on the same port) and wait until `/health` answers 200."""
+        return self.start_unready(timeout).wait_ready(timeout)
+
+    def start_unready(self, timeout: float = 30.0) -> LiveServer:
+        """Start and wait until it answers HTTP at all (`/health` may still say 503)."""
+        self.spawn()
+        return self._wait_for_health(lambda status: True, timeout)
+
+    def spawn(self) -> LiveServer:
+        """Start the process and return at once; the master and its workers are a process
+        group of their own (:meth:`kill`)."""
+        self.port = self.port or free_port()
+        args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*args, *self.extra_args],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> LiveServer:
+        """Wait until `/health` answers 200."""
+        return self._wait_for_health(lambda status: status == 200, timeout)
+
+    def _wait_for_health(self, good: Callable[[int], bool], timeout: float) -> LiveServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"jwtapi serve exited early:\n{self.log()}")
+            try:
+                if good(
+                    requests.get(f"{self.url}/health", timeout=5, verify=self.verify).status_code
+                ):
+                    return self
+            except requests.RequestException:  # not listening yet, or busy past 5 s
+                pass
+            time.sleep(0.05)  # polling interval of the readiness check, not a guess
+        self.stop()
+        raise RuntimeError(f"jwtapi serve not ready in {timeout}s:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the master's children (its workers) right now."""
+        if self.process is None:
+            return []
+        pid = self.process.pid
+        try:
+            return [
+                int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            ]
+        except OSError:
+            return []
+
+    def kill(self) -> None:
+        """``kill -9`` of the master and every worker at once; their end awaited."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM to the master), ``kill -9`` after 20 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def login(self, name: str = "alice", password: str | None = None) -> dict[str, str]:
+        response = requests.post(
+            f"{self.url}/login",
+            headers=basic(name, password or PASSWORDS[name]),
+            timeout=10,
+            verify=self.verify,
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, str] = response.json()
+        return body
+
+    def get(self, path: str, token: str) -> requests.Response:
+        """GET ``path`` with ``token`` in the Authorization header."""
+        return requests.get(
+            f"{self.url}{path}", headers=bearer(token), timeout=10, verify=self.verify
+        )
+
+    def post(
+        self, path: str, token: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """POST ``path`` with ``token`` in the Authorization header (and ``headers``)."""
+        all_headers = {**bearer(token), **(headers or {})}
+        return requests.post(
+            f"{self.url}{path}", headers=all_headers, timeout=10, verify=self.verify, **kwargs
+        )

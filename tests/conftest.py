@@ -11,7 +11,6 @@ known by the fixtures and parameters they use, or by ``@pytest.mark.needs(group)
 
 from __future__ import annotations
 
-import base64
 import functools
 import os
 import re
@@ -19,23 +18,25 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import system_deps
-from backends import PostgresServer, RedisServer, free_port
+from backends import JWTAPI as JWTAPI
+from backends import PASSWORDS as PASSWORDS
+from backends import LiveServer as LiveServer
+from backends import PostgresServer, RedisServer
+from backends import basic as basic
+from backends import bearer as bearer
+from backends import free_port as free_port
 
 from jwtapi.passwords import Passwords
 from jwtapi.stores import SQLUserStore, open_database
 
-JWTAPI = str(Path(sys.executable).with_name("jwtapi"))
 #: The kind of test key each asymmetric algorithm needs.
 KIND_FOR = {
     "RS256": "rsa",
@@ -49,7 +50,6 @@ KIND_FOR = {
     "ES512": "p521",
     "EdDSA": "ed25519",
 }
-PASSWORDS = {"alice": "alice-password-1", "root": "root-password-1"}
 
 
 def base_env(workdir: Path, **values: str) -> dict[str, str]:
@@ -144,118 +144,6 @@ def raw_http(port: int, request: bytes) -> tuple[bytes, bytes]:
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     return head, body
-
-
-def basic(name: str, password: str) -> dict[str, str]:
-    """An HTTP Basic Authorization header."""
-    raw = base64.b64encode(f"{name}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {raw}"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    """An RFC 6750 Authorization header."""
-    return {"Authorization": f"Bearer {token}"}
-
-
-@dataclass
-class LiveServer:
-    """One running `jwtapi serve` and how to reach it."""
-
-    workdir: Path
-    env: dict[str, str]
-    workers: int = 1
-    extra_args: list[str] = field(default_factory=list)
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    scheme: str = "http"
-    #: What ``requests`` verifies TLS with: a CA bundle path for a test certificate.
-    verify: str | bool = True
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "server.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text("utf-8", errors="replace")
-
-    def start(self, timeout: float = 30.0) -> LiveServer:
-        """Start (or restart, on the same port) and wait until `/health` answers 200."""
-        return self.start_unready(timeout).wait_ready(timeout)
-
-    def start_unready(self, timeout: float = 30.0) -> LiveServer:
-        """Start and wait until it answers HTTP at all (`/health` may still say 503)."""
-        self.port = self.port or free_port()
-        args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [*args, *self.extra_args],
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return self._wait_for_health(lambda status: True, timeout)
-
-    def wait_ready(self, timeout: float = 30.0) -> LiveServer:
-        """Wait until `/health` answers 200."""
-        return self._wait_for_health(lambda status: status == 200, timeout)
-
-    def _wait_for_health(self, good: Callable[[int], bool], timeout: float) -> LiveServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"jwtapi serve exited early:\n{self.log()}")
-            try:
-                if good(
-                    requests.get(f"{self.url}/health", timeout=5, verify=self.verify).status_code
-                ):
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)  # polling interval of the readiness check, not a guess
-        self.stop()
-        raise RuntimeError(f"jwtapi serve not ready in {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def login(self, name: str = "alice", password: str | None = None) -> dict[str, str]:
-        response = requests.post(
-            f"{self.url}/login",
-            headers=basic(name, password or PASSWORDS[name]),
-            timeout=10,
-            verify=self.verify,
-        )
-        assert response.status_code == 200, response.text
-        body: dict[str, str] = response.json()
-        return body
-
-    def get(self, path: str, token: str) -> requests.Response:
-        """GET ``path`` with ``token`` in the Authorization header."""
-        return requests.get(
-            f"{self.url}{path}", headers=bearer(token), timeout=10, verify=self.verify
-        )
-
-    def post(
-        self, path: str, token: str, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> requests.Response:
-        """POST ``path`` with ``token`` in the Authorization header (and ``headers``)."""
-        all_headers = {**bearer(token), **(headers or {})}
-        return requests.post(
-            f"{self.url}{path}", headers=all_headers, timeout=10, verify=self.verify, **kwargs
-        )
 
 
 class Secret(str):
