@@ -74,8 +74,9 @@ class Cluster:
             JWTAPI_DATABASE=self.database,
             JWTAPI_REDIS_URL=redis_url,
             JWTAPI_LOGIN_RATE_LIMIT="off",
-            # Short-lived access tokens: the honest clients refresh on their own.
-            JWTAPI_ACCESS_TOKEN_TTL="30",
+            # Short-lived access tokens: the honest clients refresh on their own, several
+            # times a session (JWTAPIAuth refreshes a fifth of the lifetime ahead).
+            JWTAPI_ACCESS_TOKEN_TTL="20",
             JWTAPI_LOG_FORMAT="json",
             JWTAPI_AUDIT_LOG=str(home / "audit.log"),
             JWTAPI_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",

@@ -285,7 +285,7 @@ def _latency_section(requests: list[dict[str, Any]], faults: list[dict[str, Any]
     outside: dict[str, list[float]] = {}
     inside: dict[str, list[float]] = {}
     for request in requests:
-        if request["status"] is None:
+        if request["status"] is None or request["phase"] != "load":
             continue
         side = inside if _inside(request, windows) else outside
         milliseconds = (request["answered"] - request["sent"]) * 1000
@@ -311,7 +311,8 @@ def _latency_section(requests: list[dict[str, Any]], faults: list[dict[str, Any]
     return [
         "## Latency",
         "",
-        "Milliseconds from sent to answered, answered requests only. A request is inside a",
+        "Milliseconds from sent to answered, answered requests of the users' load only (not",
+        "the harness's own recovery and final probes). A request is inside a",
         "fault window when its [sent, answered] overlaps some fault's [start, ready].",
         "Percentiles are nearest-rank: the p-th of n values is the ⌈p·n/100⌉-th smallest.",
         "",
@@ -406,6 +407,16 @@ def _plot(
             step="post",
         )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    final = [r["sent"] - started for r in requests if r["phase"] == "final"]
+    if final:
+        ax.axvline(min(final), color="#1a202c", linewidth=1, linestyle="--")
+        ax.annotate(
+            " load over: the final phase",
+            (min(final), 1),
+            xycoords=("data", "axes fraction"),
+            va="top",
+            fontsize=8,
+        )
     ax.set_xlim(0, bins * width)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since the run started")

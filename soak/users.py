@@ -1,7 +1,7 @@
 """The simulated users: a bounded number of threads, each with an account of its own.
 
 Honest users hold a :class:`jwtapi.client.JWTAPIAuth` (issue 11's client) on an httpx
-client: it logs in, refreshes on its own as the 30-second access tokens run out, and
+client: it logs in, refreshes on its own as the 20-second access tokens run out, and
 logs out. Dishonest users send raw ``requests``: a refresh token used twice, in turn and
 at once on both instances; tokens replayed after a logout or a password change; forged
 and mistyped tokens. Both sometimes get a password change (``jwtapi users passwd``, as an
@@ -128,7 +128,7 @@ class Load:
         transport = RecordingTransport(self.recorder)
         try:
             with httpx.Client(auth=auth, transport=transport, timeout=TIMEOUT) as client:
-                for _ in range(rng.randint(10, 80)):
+                for _ in range(rng.randint(50, 500)):  # 4 to 40 s: refreshes happen
                     if self.stopping.is_set():
                         return
                     client.get(f"{base}/protected")
@@ -153,7 +153,7 @@ class Load:
             (self._forgeries, 2),
             (self._wrong_types, 1),
             (self._two_tokens, 1),
-            (self._replay_after_passwd, 0.15),
+            (self._replay_after_passwd, 0.08),
         ]
         with self.recorder.acting("dishonest", account.name):
             raw = Raw(self.recorder)
