@@ -15,7 +15,6 @@ duration inject the same faults at the same times.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
@@ -61,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="jwtapi-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    # PostgreSQL runs as a user of its own, which must reach its directory inside.
-    os.chmod(workdir, 0o755)  # noqa: S103 - a directory of logs, no secret readable by others
     print(f"soak: seed {args.seed}, {args.duration:.0f} s, {args.faults} faults of every kind")
     print(f"soak: the run goes to {workdir}")
 

@@ -45,12 +45,23 @@ class Cluster:
     database: str = ""
 
     def start(self) -> Cluster:
-        """Start everything and add the users; return when both instances are ready."""
+        """Start everything and add the users; return when both instances are ready. When
+        a part fails to start, what did start is stopped again."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pg_dir = self.workdir / "postgres"
-        pg_dir.mkdir()
-        self.postgres = PostgresServer(base=pg_dir).init().start()
-        self.redis = RedisServer(self.workdir / "redis").start()
+        # PostgreSQL's directory is a temporary one of its own: run as root, PostgreSQL is
+        # Debian's postgres user, who may not be able to reach into the work directory.
+        # Its log is copied there when it stops.
+        self.postgres = PostgresServer()
+        self.postgres.init().start()
+        self.redis = RedisServer(self.workdir / "redis")
+        self.redis.start()
         self.database = self.postgres.new_database()
         self._add_users()
         for name in ("a", "b"):
@@ -95,7 +106,7 @@ class Cluster:
     @property
     def logs(self) -> list[Path]:
         """Every log the servers write, relative to the work directory."""
-        paths = [Path("postgres/postgres.log"), Path("redis/redis.log"), Path("cli.log")]
+        paths = [Path("postgres.log"), Path("redis/redis.log"), Path("cli.log")]
         for name in self.instances:
             paths += [Path(name) / "server.log", Path(name) / "audit.log"]
         return paths
@@ -132,10 +143,16 @@ class Cluster:
             instance.stop()
         for proxy in self.proxies.values():
             proxy.close()
-        with contextlib.suppress(Exception):
-            self.redis.stop()
-        with contextlib.suppress(Exception):
-            self.postgres.stop()
+        if hasattr(self, "redis"):
+            with contextlib.suppress(Exception):
+                self.redis.stop()
+        if hasattr(self, "postgres"):
+            with contextlib.suppress(Exception):
+                self.postgres.stop()
+            log = self.postgres.base / "postgres.log"
+            if log.exists():
+                shutil.copyfile(log, self.workdir / "postgres.log")
+            shutil.rmtree(self.postgres.base, ignore_errors=True)
 
     def remove(self) -> None:
         """Delete the work directory."""

@@ -22,6 +22,10 @@ from soak.history import FAULT_KINDS, History
 
 #: Seconds of load before the first fault and after the last one.
 MARGIN = 4.0
+#: Seconds between an instance's exit at start-up and its next start, as a supervisor
+#: waits (systemd's ``RestartSec``): started while PostgreSQL is down, ``jwtapi serve``
+#: exits with one line that says so.
+RESTART_DELAY = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,11 @@ class Faults:
         self.plan = plan
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
-        #: Instances being restarted: no worker is killed there meanwhile.
+        #: Instances being restarted: no worker is killed there meanwhile, and a fault
+        #: waiting for them to be ready waits for the restart first.
         self._down: set[str] = set()
         self._lock = threading.Lock()
+        self._back = threading.Condition(self._lock)
         self.last_end = 0.0
 
     def start(self, started: float) -> None:
@@ -107,10 +113,45 @@ class Faults:
         return names[int(planned.choice * len(names)) % len(names)]
 
     def _ready(self, names: list[str]) -> float:
-        """The time every instance of ``names`` answers ``/health`` 200 (again)."""
+        """The time every instance of ``names`` answers ``/health`` 200 (again). An
+        instance another thread is restarting is awaited until that restart is over."""
+        deadline = time.monotonic() + START_TIMEOUT
         for name in names:
-            self.cluster.instances[name].wait_ready(START_TIMEOUT)
+            instance = self.cluster.instances[name]
+            while True:
+                self._wait_back(name, deadline)
+                try:
+                    instance.wait_ready(max(deadline - time.monotonic(), 1.0))
+                    break
+                except RuntimeError:
+                    with self._lock:
+                        if name not in self._down:  # not killed meanwhile: a real failure
+                            raise
         return time.time()
+
+    def _wait_back(self, name: str, deadline: float) -> None:
+        """Return once no thread is restarting instance ``name``."""
+        with self._back:
+            if not self._back.wait_for(lambda: name not in self._down, deadline - time.monotonic()):
+                raise RuntimeError(f"instance {name} was not restarted in time")
+
+    def _supervise(self, name: str) -> int:
+        """Start instance ``name`` and, as a supervisor does, start it again each time it
+        exits before it is ready; the number of starts it took."""
+        instance = self.cluster.instances[name]
+        deadline = time.monotonic() + START_TIMEOUT
+        starts = 0
+        while True:
+            instance.spawn()
+            starts += 1
+            try:
+                instance.wait_ready(max(deadline - time.monotonic(), 1.0))
+                return starts
+            except RuntimeError:
+                exited = instance.process is not None and instance.process.poll() is not None
+                if not exited or time.monotonic() > deadline:
+                    raise
+            time.sleep(RESTART_DELAY)  # the supervisor's delay before the next start
 
     def _worker_kill(self, planned: Planned) -> dict[str, Any] | None:
         name = self._pick(planned)
@@ -135,17 +176,19 @@ class Faults:
             start = time.time()
             instance.kill()
         time.sleep(planned.down)  # the outage: how long the instance stays dead
-        instance.spawn()
         end = time.time()
-        ready = self._ready([name])
-        with self._lock:
-            self._down.discard(name)
+        try:
+            starts = self._supervise(name)
+        finally:
+            with self._back:
+                self._down.discard(name)
+                self._back.notify_all()
         return {
             "affects": [name],
             "start": start,
             "end": end,
-            "ready": ready,
-            "detail": {"down": round(planned.down, 3)},
+            "ready": time.time(),
+            "detail": {"down": round(planned.down, 3), "starts": starts},
         }
 
     def _redis_restart(self, planned: Planned) -> dict[str, Any]:
