@@ -218,7 +218,10 @@ def _statuses(history: _History, verdict: Verdict) -> None:
             problems.append(f"answered {status} on a route the API does not document")
         elif status not in documented:  # a 500 among them
             problems.append(f"answered {status}, which the route does not document")
-        elif status == 503 and not _overlaps(request, dependency, "end"):
+        # Until /health answers 200 there again: a dependency just started may still
+        # refuse the instance's next connection (PostgreSQL's crash recovery, a stale
+        # pooled connection), and that instance is then still down as its clients see it.
+        elif status == 503 and not _overlaps(request, dependency, "ready"):
             problems.append(
                 f"answered 503 while no dependency fault affected {request['instance']}"
             )
