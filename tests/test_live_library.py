@@ -103,7 +103,12 @@ class AppServer(LiveServer):
         seen: set[str] = set()
 
         def every_worker_answered() -> bool:
-            response = requests.get(f"{self.url}/health", timeout=5)
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited while its workers booted:\n{self.log()}")
+            try:
+                response = requests.get(f"{self.url}/health", timeout=5)
+            except requests.RequestException:  # a worker still booting, or busy past 5 s
+                return False
             if response.status_code == 200:
                 seen.add(response.headers["X-Worker"])
             return len(seen) >= self.workers
