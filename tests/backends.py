@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import redis
@@ -242,6 +242,8 @@ class LiveServer:
     scheme: str = "http"
     #: What ``requests`` verifies TLS with: a CA bundle path for a test certificate.
     verify: str | bool = True
+    #: What :meth:`stop` sends the master first: gunicorn's graceful shutdown.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
 
     @property
     def url(self) -> str:
@@ -322,9 +324,9 @@ class LiveServer:
         self.process = None
 
     def stop(self) -> None:
-        """A clean stop (SIGTERM to the master), ``kill -9`` after 20 s."""
+        """A clean stop (:attr:`stop_signal` to the master), ``kill -9`` after 20 s."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

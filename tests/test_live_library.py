@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 import pytest
@@ -58,6 +58,9 @@ class AppServer(LiveServer):
     """
 
     app: str = OWN_USERS_APP
+    #: Gunicorn's quick shutdown: nothing of these tests is in flight, and a graceful one
+    #: waits out each sync worker's one-second poll.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGINT
 
     @property
     def own_db(self) -> Path:
@@ -115,18 +118,6 @@ class AppServer(LiveServer):
 
         wait_until(every_worker_answered, f"{self.workers} workers of {self.app}", timeout)
         return self
-
-    def stop(self) -> None:
-        """Gunicorn's quick shutdown (SIGINT): nothing of these tests is in flight, and a
-        graceful one waits out each sync worker's one-second poll."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
     def login(self, name: str = "alice", password: str | None = None) -> dict[str, Any]:
         """``POST /auth/login`` with the app's own user; the token response."""
