@@ -282,6 +282,9 @@ def clean_history() -> Clean:
     h.passwd("erin", "erin-second-password", 17, 0.3, ok=False)
     h.passwd("erin", "erin-second-password", 18.6, 0.4)
     h.request("GET", "/health", "a", 17, 503)
+    # PostgreSQL is back at +18, b answers /health 200 at +18.5: in between b may still
+    # say 503 (its pooled connections are the old server's).
+    h.protected(carol_late.access, "b", 18.2, 503)
     # Redis down: 503s on both instances.
     h.fault("redis_restart", ["a", "b"], 20, 22, 23)
     h.protected(carol_late.access, "a", 21, 503)
@@ -502,7 +505,7 @@ def _no_answer_on_a_while_b_restarts(c: Clean) -> Expected:
     return Expected(3, r["id"], ("connect",))
 
 
-def _503_after_redis_is_back(c: Clean) -> Expected:
+def _503_after_a_was_ready_again(c: Clean) -> Expected:
     # Redis was back at +22 and a answered /health 200 at +23: a 503 sent at +23.5 is not
     # allowed (one between +22 and +23 is: a reconnects meanwhile).
     return Expected(3, c.h.protected(c.dave.access, "a", 23.5, 503)["id"], ("503",))
@@ -634,7 +637,7 @@ PLANTED: dict[str, Callable[[Clean], Expected]] = {
     "503 during a worker kill": _503_during_a_worker_kill,
     "no answer outside every kill": _no_answer_outside_every_kill,
     "no answer on a while b restarts": _no_answer_on_a_while_b_restarts,
-    "503 after a was ready again": _503_after_redis_is_back,
+    "503 after a was ready again": _503_after_a_was_ready_again,
     "no answer after b was ready": _no_answer_after_b_was_ready,
     "revocation lost at the end": _revocation_lost_at_the_end,
     "reuse never probed at the end": _reuse_never_probed,
