@@ -269,10 +269,9 @@ class LiveServer:
         """Start the process and return at once; the master and its workers are a process
         group of their own (:meth:`kill`)."""
         self.port = self.port or free_port()
-        args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*args, *self.extra_args],
+                self.command(),
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,
@@ -281,6 +280,11 @@ class LiveServer:
                 start_new_session=True,
             )
         return self
+
+    def command(self) -> list[str]:
+        """What :meth:`spawn` runs, on :attr:`port`."""
+        args = [JWTAPI, "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        return [*args, *self.extra_args]
 
     def wait_ready(self, timeout: float = 30.0) -> LiveServer:
         """Wait until `/health` answers 200."""

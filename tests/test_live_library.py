@@ -17,7 +17,6 @@ import re
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ import jwt
 import pytest
 import requests
 from apps.own_users import PASSWORDS, TABLE
-from backends import free_port, wait_until
+from backends import wait_until
 from conftest import LiveServer, base_env, basic, bearer, in_company
 from werkzeug.test import TestResponse
 
@@ -76,10 +75,9 @@ class AppServer(LiveServer):
             raise
         return self
 
-    def start_unready(self, timeout: float = 30.0) -> AppServer:
-        """Start gunicorn and wait until it answers HTTP at all."""
-        self.port = self.port or free_port()
-        args = [
+    def command(self) -> list[str]:
+        """The venv's gunicorn on the app, on :attr:`port`."""
+        return [
             GUNICORN,
             "--workers", str(self.workers),
             "--bind", f"127.0.0.1:{self.port}",
@@ -88,17 +86,6 @@ class AppServer(LiveServer):
             *self.extra_args,
             self.app,
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                args,
-                env=self.env,
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self._wait_for_health(lambda status: True, timeout)
-        return self
 
     def wait_ready(self, timeout: float = 30.0) -> AppServer:
         """Wait until ``/health`` has answered 200 from each of the workers."""
